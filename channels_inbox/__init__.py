@@ -1,0 +1,1 @@
+"""Channel adapters, webhooks in, deliveries out, and the raw inbound-event log."""

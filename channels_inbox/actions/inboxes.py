@@ -1,0 +1,63 @@
+"""Creating and configuring inboxes (channels)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils.text import slugify
+
+from channels_inbox.adapters import get_adapter
+from channels_inbox.models import Inbox
+from helpdesk.models import Team, User
+
+
+def webhook_url(inbox: Inbox) -> str:
+    return f"{settings.SITE_URL}/webhooks/{inbox.kind}/{inbox.uuid}/"
+
+
+def do_create_inbox(
+    *,
+    kind: str,
+    name: str,
+    values: dict[str, Any] | None = None,
+    slug: str = "",
+    team: Team | None = None,
+    actor: User | None = None,
+) -> tuple[Inbox, dict[str, str]]:
+    """Create an inbox; returns it with its generated secrets (the only time they are shown)."""
+    adapter = get_adapter(kind)
+    values = dict(values or {})
+    secret_values = {k: str(values.pop(k)) for k in list(values) if k in adapter.generated_secrets}
+    clean = adapter.clean_settings(values)
+    secrets = {**adapter.new_secrets(), **secret_values}
+    with transaction.atomic():
+        base = slugify(slug or name)[:90] or kind
+        unique = base
+        n = 2
+        while Inbox.objects.filter(slug=unique).exists():
+            unique = f"{base}-{n}"
+            n += 1
+        inbox = Inbox.objects.create(kind=kind, name=name, slug=unique, settings=clean, secrets=secrets, team=team)
+    return inbox, secrets
+
+
+def do_update_inbox_settings(inbox: Inbox, *, values: dict[str, Any], actor: User | None = None) -> Inbox:
+    merged = inbox.adapter.clean_settings({**inbox.settings, **values})
+    inbox.settings = merged
+    inbox.save(update_fields=["settings"])
+    return inbox
+
+
+def do_rotate_inbox_secret(inbox: Inbox, *, name: str, actor: User | None = None) -> str:
+    """A new secret; the previous one stays valid for verification until the next rotation."""
+    if name not in inbox.adapter.generated_secrets:
+        raise ValueError(f"{inbox.kind} inboxes have no generated secret {name!r}")
+    new = inbox.adapter.new_secrets()[name]
+    with transaction.atomic():
+        locked = Inbox.objects.select_for_update().get(pk=inbox.pk)
+        locked.secrets = {**locked.secrets, f"previous_{name}": locked.secrets.get(name, ""), name: new}
+        locked.save(update_fields=["secrets"])
+    inbox.secrets = locked.secrets
+    return new

@@ -1,0 +1,26 @@
+"""The registry of channel adapters, by inbox kind."""
+
+from __future__ import annotations
+
+from channels_inbox.adapters.base import ChannelAdapter
+
+_REGISTRY: dict[str, ChannelAdapter] = {}
+
+
+def register(adapter_cls: type[ChannelAdapter]) -> type[ChannelAdapter]:
+    _REGISTRY[adapter_cls.kind] = adapter_cls()
+    return adapter_cls
+
+
+def get_adapter(kind: str) -> ChannelAdapter:
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise LookupError(f"no channel adapter for kind {kind!r}") from None
+
+
+def adapter_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+from channels_inbox.adapters import api  # noqa: E402,F401  (registers the built-in adapters)

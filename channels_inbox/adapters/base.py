@@ -1,0 +1,163 @@
+"""The adapter interface every channel implements, and the normalized shapes it produces.
+
+An adapter is three functions plus its quirks:
+
+- `verify(inbox, request)` — is this request really from the provider? (constant-time)
+- `split(inbox, request)` — the request's items with their dedupe keys, validated enough
+  to refuse a malformed body before anything is stored;
+- `parse(inbox, raw, headers)` — one stored item → an `InboundMessage` (or a
+  `DeliveryStatusUpdate`, or None for an event that carries no message);
+- `send(inbox, outbound)` — deliver an outbound message, return the provider's id.
+
+Adding a channel adds an adapter and registers it; the ticketing core does not change.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from channels_inbox.models import Inbox, OutboundDelivery
+
+
+class SignatureError(Exception):
+    """The request is not signed by the inbox's provider (→ 403, nothing stored)."""
+
+
+class BadPayload(Exception):
+    """The body cannot be understood (→ 400, nothing stored)."""
+
+
+class PayloadTooLarge(Exception):
+    """The body is over the limit (→ 413, nothing stored)."""
+
+
+class DeliveryError(Exception):
+    """Sending failed. Retryable errors are tried again with backoff; others fail at once."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class IdentityRef:
+    kind: str
+    value: str
+
+
+@dataclass
+class InboundSender:
+    """Who sent it: identities in order of strength (the first one is the channel's own)."""
+
+    identities: list[IdentityRef]
+    name: str = ""
+    language: str = ""
+
+
+@dataclass
+class InboundAttachment:
+    filename: str
+    content: bytes
+    declared_type: str = ""
+
+
+@dataclass
+class InboundMessage:
+    """A message from any channel, normalized. Every adapter's `parse` produces this."""
+
+    external_id: str
+    sender: InboundSender
+    text: str = ""
+    # As received; sanitized by the ingest step before it is stored.
+    html: str = ""
+    subject: str = ""
+    # The adapter's conversation key: messages with the same key join the same ticket.
+    thread_key: str = ""
+    # Provider ids of earlier messages this one answers (e.g. In-Reply-To, References).
+    in_reply_to: list[str] = field(default_factory=list)
+    attachments: list[InboundAttachment] = field(default_factory=list)
+    sent_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DeliveryStatusUpdate:
+    """A provider's report on an outbound message (sent, delivered, read, failed)."""
+
+    provider_id: str
+    status: str
+    error: str = ""
+    occurred_at: datetime | None = None
+
+
+@dataclass
+class RawItem:
+    """One item of a webhook request, to be stored as one InboundEvent."""
+
+    dedupe_key: str
+    raw: bytes
+
+
+@dataclass
+class WebhookRequest:
+    """What an adapter sees of an HTTP request: exact bytes and headers, nothing parsed."""
+
+    method: str
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+@dataclass
+class SendResult:
+    provider_id: str = ""
+
+
+class ChannelAdapter:
+    kind: ClassVar[str]
+    label: ClassVar[str]
+    # Secrets generated when an inbox of this kind is created (shown once).
+    generated_secrets: ClassVar[tuple[str, ...]] = ()
+    # Settings an admin may set (`inbox create --set key=value`), with their help text.
+    settings_help: ClassVar[dict[str, str]] = {}
+    required_settings: ClassVar[tuple[str, ...]] = ()
+    max_body_bytes: ClassVar[int | None] = None
+
+    def new_secrets(self) -> dict[str, str]:
+        return {name: secrets.token_hex(32) for name in self.generated_secrets}
+
+    def clean_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(values) - set(self.settings_help)
+        if unknown:
+            raise ValueError(f"unknown settings for {self.kind}: {', '.join(sorted(unknown))}")
+        missing = [name for name in self.required_settings if not values.get(name)]
+        if missing:
+            raise ValueError(f"missing settings for {self.kind}: {', '.join(missing)}")
+        return values
+
+    def verify(self, inbox: Inbox, request: WebhookRequest) -> None:
+        raise NotImplementedError
+
+    def split(self, inbox: Inbox, request: WebhookRequest) -> list[RawItem]:
+        raise NotImplementedError
+
+    def parse(
+        self, inbox: Inbox, raw: bytes, headers: Mapping[str, str]
+    ) -> InboundMessage | DeliveryStatusUpdate | None:
+        raise NotImplementedError
+
+    def send(self, inbox: Inbox, delivery: OutboundDelivery) -> SendResult:
+        raise NotImplementedError
+
+    def recipient_for(self, inbox: Inbox, customer_identities: list[IdentityRef]) -> str:
+        """The address to answer this customer on through this inbox ('' if none)."""
+        raise NotImplementedError

@@ -1,0 +1,5 @@
+from customers.models.customer import Customer
+from customers.models.identity import Identity, IdentityKind
+from customers.models.organization import Organization, OrganizationDomain
+
+__all__ = ["Customer", "Identity", "IdentityKind", "Organization", "OrganizationDomain"]

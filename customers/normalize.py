@@ -1,0 +1,63 @@
+"""Normalization of identity values, so one address always means one identity."""
+
+from __future__ import annotations
+
+import phonenumbers
+from django.conf import settings
+
+from customers.models import IdentityKind
+
+
+class InvalidIdentity(ValueError):
+    """The value cannot be an identity of that kind (e.g. not a possible phone number)."""
+
+
+def normalize_email(raw: str) -> str:
+    value = raw.strip().lower()
+    local, sep, domain = value.rpartition("@")
+    if not sep or not local or not domain or " " in value or len(value) > 320:
+        raise InvalidIdentity(f"not an email address: {raw!r}")
+    # IDNA-encode the domain so "bücher.example" and "xn--bcher-kva.example" match.
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidIdentity(f"not an email domain: {domain!r}") from exc
+    return f"{local}@{domain}"
+
+
+def normalize_phone(raw: str, region: str | None = None) -> str:
+    """E.164 for any way a provider writes a number ("whatsapp:+1…", "tel:…", bare digits)."""
+    value = raw.strip()
+    for prefix in ("whatsapp:", "tel:", "sms:"):
+        if value.lower().startswith(prefix):
+            value = value[len(prefix) :]
+    digits_only = value.isdigit()
+    region = region or settings.DEFAULT_PHONE_REGION
+    if digits_only and (region is None or len(value) > 11):
+        # Bare international digits, as WhatsApp's wa_id and Twilio's WaId send them.
+        value = "+" + value
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidIdentity(f"not a phone number: {raw!r}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidIdentity(f"not a possible phone number: {raw!r}")
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # Mexico: WhatsApp writes mobiles as +521…, the valid E.164 form is +52… (channel-specs §7).
+    if e164.startswith("+521") and len(e164) == 14:
+        candidate = "+52" + e164[4:]
+        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
+            e164 = candidate
+    return e164
+
+
+def normalize_identity(kind: str, raw: str) -> str:
+    if kind == IdentityKind.EMAIL:
+        return normalize_email(raw)
+    if kind == IdentityKind.PHONE:
+        # SMS, WhatsApp and voice share this one kind: one number, one customer.
+        return normalize_phone(raw)
+    value = raw.strip()
+    if not value or len(value) > 320:
+        raise InvalidIdentity(f"empty or oversized {kind} identity")
+    return value

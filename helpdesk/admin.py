@@ -1,0 +1,81 @@
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+from django.http import HttpRequest
+
+from helpdesk.models import AgentProfile, Attachment, Message, Tag, Team, Ticket, TicketEvent, User
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For logs: visible to admins, never edited or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class AgentProfileInline(admin.StackedInline):
+    model = AgentProfile
+    can_delete = False
+    filter_horizontal = ["teams"]
+
+
+@admin.register(User)
+class SwitchboardUserAdmin(UserAdmin):
+    inlines = [AgentProfileInline]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    search_fields = ["name"]
+
+
+@admin.register(Ticket)
+class TicketAdmin(admin.ModelAdmin):
+    list_display = [
+        "number",
+        "subject",
+        "status",
+        "priority",
+        "customer",
+        "channel",
+        "team",
+        "assignee",
+        "last_activity_at",
+    ]
+    list_filter = ["status", "priority", "channel", "team"]
+    search_fields = ["=number", "subject"]
+    raw_id_fields = ["customer", "followup_of", "assignee"]
+    readonly_fields = ["number", "last_event_seq", "created_at", "updated_at"]
+    list_select_related = ["customer", "team", "assignee"]
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "ticket", "direction", "channel", "delivery_status", "created_at"]
+    list_filter = ["direction", "channel", "delivery_status"]
+    list_select_related = ["ticket"]
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(ReadOnlyAdmin):
+    list_display = ["filename", "content_type", "size", "message"]
+
+
+@admin.register(TicketEvent)
+class TicketEventAdmin(ReadOnlyAdmin):
+    list_display = ["ticket", "seq", "type", "actor", "created_at"]
+    list_filter = ["type"]
+    list_select_related = ["ticket", "actor"]

@@ -1,0 +1,17 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from helpdesk.views import desk
+
+urlpatterns = [
+    path("", desk.ticket_list, name="ticket_list"),
+    path("login/", auth_views.LoginView.as_view(template_name="desk/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tickets/<int:number>/", desk.ticket_detail, name="ticket_detail"),
+    path("tickets/<int:number>/timeline/", desk.ticket_timeline_fragment, name="ticket_timeline"),
+    path("tickets/<int:number>/reply/", desk.ticket_reply, name="ticket_reply"),
+    path("tickets/<int:number>/status/", desk.ticket_status, name="ticket_status"),
+    path("tickets/<int:number>/assign/", desk.ticket_assign, name="ticket_assign"),
+    path("deliveries/<int:delivery_id>/retry/", desk.delivery_retry, name="delivery_retry"),
+    path("attachments/<int:attachment_id>/", desk.attachment_download, name="attachment"),
+]

@@ -1,0 +1,156 @@
+"""The registry of ticket event types and their payloads (ARCHITECTURE.md rule 5).
+
+Every change to a ticket appends one `TicketEvent` through `append_event`, which takes a
+typed payload below, numbers the event within its ticket (`seq`), and publishes it to the
+ticket's live group after the transaction commits. Groups: `ticket.<id>` for the ticket
+page, `team.<id>` and `desk.all` for lists, `agent.<id>` for one agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from helpdesk.models import Ticket, TicketEvent, TicketEventType
+
+if TYPE_CHECKING:
+    from customers.models import Customer
+    from helpdesk.models import Message, User
+
+
+@dataclass(frozen=True)
+class EventPayload:
+    type: ClassVar[TicketEventType]
+
+    def as_data(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Created(EventPayload):
+    type = TicketEventType.CREATED
+    channel: str
+    inbox_id: int
+    followup_of: int | None = None
+
+
+@dataclass(frozen=True)
+class MessageReceived(EventPayload):
+    type = TicketEventType.MESSAGE_RECEIVED
+    message_id: int
+    channel: str
+
+
+@dataclass(frozen=True)
+class ReplyAdded(EventPayload):
+    type = TicketEventType.REPLY_ADDED
+    message_id: int
+    channel: str
+
+
+@dataclass(frozen=True)
+class NoteAdded(EventPayload):
+    type = TicketEventType.NOTE_ADDED
+    message_id: int
+
+
+@dataclass(frozen=True)
+class StatusChanged(EventPayload):
+    type = TicketEventType.STATUS_CHANGED
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class PriorityChanged(EventPayload):
+    type = TicketEventType.PRIORITY_CHANGED
+    old: int
+    new: int
+
+
+@dataclass(frozen=True)
+class Assigned(EventPayload):
+    type = TicketEventType.ASSIGNED
+    old_assignee_id: int | None
+    new_assignee_id: int | None
+
+
+@dataclass(frozen=True)
+class TeamChanged(EventPayload):
+    type = TicketEventType.TEAM_CHANGED
+    old_team_id: int | None
+    new_team_id: int | None
+
+
+@dataclass(frozen=True)
+class TagsChanged(EventPayload):
+    type = TicketEventType.TAGS_CHANGED
+    added: list[str]
+    removed: list[str]
+
+
+@dataclass(frozen=True)
+class FollowupCreated(EventPayload):
+    type = TicketEventType.FOLLOWUP_CREATED
+    followup_ticket_id: int
+    followup_number: int
+
+
+@dataclass(frozen=True)
+class DeliveryChanged(EventPayload):
+    type = TicketEventType.DELIVERY_CHANGED
+    delivery_id: int
+    message_id: int
+    status: str
+    error: str = ""
+
+
+EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
+    cls.type.value: cls
+    for cls in (
+        Created,
+        MessageReceived,
+        ReplyAdded,
+        NoteAdded,
+        StatusChanged,
+        PriorityChanged,
+        Assigned,
+        TeamChanged,
+        TagsChanged,
+        FollowupCreated,
+        DeliveryChanged,
+    )
+}
+
+
+def payload_of(event: TicketEvent) -> EventPayload:
+    """The typed payload of a stored event."""
+    return EVENT_PAYLOADS[event.type](**event.data)
+
+
+def append_event(
+    ticket: Ticket,
+    payload: EventPayload,
+    *,
+    actor: User | None = None,
+    customer: Customer | None = None,
+    message: Message | None = None,
+) -> TicketEvent:
+    """Append one event to a ticket. The caller holds the ticket's row lock (an action)."""
+    from helpdesk.realtime import publish_ticket_event
+
+    seq = ticket.last_event_seq + 1
+    event = TicketEvent.objects.create(
+        ticket=ticket,
+        seq=seq,
+        type=payload.type,
+        actor=actor,
+        actor_customer=customer,
+        message=message,
+        data=payload.as_data(),
+    )
+    Ticket.objects.filter(pk=ticket.pk).update(last_event_seq=seq)
+    ticket.last_event_seq = seq
+    publish_ticket_event(ticket, event)
+    return event

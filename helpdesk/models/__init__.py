@@ -1,0 +1,23 @@
+from helpdesk.models.agent import AgentProfile, Presence, Role, Team, User
+from helpdesk.models.event import TicketEvent, TicketEventType
+from helpdesk.models.message import DELIVERY_RANK, Attachment, DeliveryStatus, Direction, Message
+from helpdesk.models.ticket import Priority, Tag, Ticket, TicketStatus
+
+__all__ = [
+    "DELIVERY_RANK",
+    "AgentProfile",
+    "Attachment",
+    "DeliveryStatus",
+    "Direction",
+    "Message",
+    "Presence",
+    "Priority",
+    "Role",
+    "Tag",
+    "Team",
+    "Ticket",
+    "TicketEvent",
+    "TicketEventType",
+    "TicketStatus",
+    "User",
+]

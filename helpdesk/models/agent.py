@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class User(AbstractUser):
+    """A staff account (agent, supervisor, admin). Customers are not users."""
+
+    class Meta:
+        constraints = [
+            # Sign-in by email: one account per address (blank allowed for service accounts).
+            models.UniqueConstraint(Lower("email"), condition=~models.Q(email=""), name="user_email_ci_uniq"),
+        ]
+
+    @property
+    def display_name(self) -> str:
+        return self.get_full_name() or self.email or self.username
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    SUPERVISOR = "supervisor", "Supervisor"
+    AGENT = "agent", "Agent"
+    # May read tickets of their teams and write internal notes, never public replies.
+    LIGHT_AGENT = "light_agent", "Light agent"
+
+
+class Presence(models.TextChoices):
+    ONLINE = "online", "Online"
+    AWAY = "away", "Away"
+    OFFLINE = "offline", "Offline"
+
+
+class Team(models.Model):
+    """A group of agents that work one queue of tickets (e.g. "Billing", "Tier 2")."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AgentProfile(models.Model):
+    """What a staff user is in the helpdesk: role, teams, languages and presence."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="agent")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.AGENT)
+    teams = models.ManyToManyField(Team, blank=True, related_name="agents")
+    # Languages the agent answers in (BCP 47 codes), used by routing by skill.
+    languages = models.JSONField(default=list, blank=True)
+    presence = models.CharField(max_length=10, choices=Presence.choices, default=Presence.OFFLINE)
+    presence_changed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role})"

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Direction(models.TextChoices):
+    INBOUND = "inbound", "From the customer"
+    OUTBOUND = "outbound", "Reply to the customer"
+    NOTE = "note", "Internal note"
+
+
+class DeliveryStatus(models.TextChoices):
+    """Outbound delivery states; they only move forward (see DELIVERY_RANK)."""
+
+    QUEUED = "queued", "Queued"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    READ = "read", "Read"
+    FAILED = "failed", "Failed"
+
+
+# A status callback may move a delivery to a higher rank only (callbacks arrive out of order).
+DELIVERY_RANK = {
+    DeliveryStatus.QUEUED: 0,
+    DeliveryStatus.FAILED: 1,
+    DeliveryStatus.SENT: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.READ: 4,
+}
+
+
+class Message(models.Model):
+    """One message on a ticket: from the customer, a reply to them, or an internal note."""
+
+    ticket = models.ForeignKey("helpdesk.Ticket", on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=10, choices=Direction.choices)
+    author_customer = models.ForeignKey(
+        "customers.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    author_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    # The inbox the message came in on or goes out through; null for internal notes.
+    inbox = models.ForeignKey(
+        "channels_inbox.Inbox", null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
+    channel = models.CharField(max_length=20, blank=True)
+    text = models.TextField(blank=True)
+    # Sanitized on the way in; safe to render.
+    html = models.TextField(blank=True)
+    # The provider's id of the message (Message-ID, SMS sid, API external_id…).
+    external_id = models.CharField(max_length=255, blank=True)
+    # For outbound messages: the most advanced state of its deliveries.
+    delivery_status = models.CharField(max_length=10, choices=DeliveryStatus.choices, blank=True)
+    delivery_error = models.TextField(blank=True)
+    # Channel details worth keeping (headers, provider fields, unsupported content).
+    metadata = models.JSONField(default=dict, blank=True)
+    # When the customer sent it, as the provider reports; created_at is when we stored it.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            # The ticket timeline, in order.
+            models.Index(fields=["ticket", "created_at", "id"], name="message_ticket_time_idx"),
+        ]
+        constraints = [
+            # Dedupe and reply threading: a provider's message id is stored once per inbox.
+            models.UniqueConstraint(
+                fields=["inbox", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="message_inbox_external_id_uniq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} message {self.pk} on ticket {self.ticket_id}"
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    # Content-addressed directories; the stored name never comes from the sender.
+    return f"attachments/{instance.sha256[:2]}/{instance.sha256}"
+
+
+class Attachment(models.Model):
+    """One file that came with or was sent with a message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to=attachment_path, max_length=255)
+    # Safe display name (no path, no control characters); never used on disk.
+    filename = models.CharField(max_length=255)
+    # Sniffed from the bytes, not taken from the sender.
+    content_type = models.CharField(max_length=127)
+    declared_content_type = models.CharField(max_length=127, blank=True)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.filename

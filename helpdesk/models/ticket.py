@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class TicketStatus(models.TextChoices):
+    NEW = "new", "New"
+    OPEN = "open", "Open"
+    PENDING = "pending", "Pending"
+    ON_HOLD = "on_hold", "On hold"
+    SOLVED = "solved", "Solved"
+    CLOSED = "closed", "Closed"
+
+
+# Statuses in which a ticket still needs work from the helpdesk.
+UNSOLVED_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.ON_HOLD)
+
+
+class Priority(models.IntegerChoices):
+    LOW = 1, "Low"
+    NORMAL = 2, "Normal"
+    HIGH = 3, "High"
+    URGENT = 4, "Urgent"
+
+
+class Tag(models.Model):
+    """A label that agents and rules put on tickets."""
+
+    name = models.CharField(max_length=64, unique=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Ticket(models.Model):
+    """One conversation with one customer about one request, across every channel it uses."""
+
+    # The number people say and type ("#1042"); not the primary key, so it can be shown.
+    number = models.BigIntegerField(unique=True)
+    subject = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=10, choices=TicketStatus.choices, default=TicketStatus.NEW)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    customer = models.ForeignKey("customers.Customer", on_delete=models.PROTECT, related_name="tickets")
+    # The inbox (configured channel) the conversation started in; replies default to it.
+    inbox = models.ForeignKey("channels_inbox.Inbox", on_delete=models.PROTECT, related_name="tickets")
+    channel = models.CharField(max_length=20, help_text="Kind of the origin inbox, e.g. email or api.")
+    team = models.ForeignKey("helpdesk.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="tickets")
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_tickets"
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="tickets")
+    custom_fields = models.JSONField(default=dict, blank=True)
+    followup_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followups")
+    # The adapter's conversation key (e.g. an API thread_key); messages with it join this ticket.
+    thread_key = models.CharField(max_length=255, blank=True)
+
+    first_reply_at = models.DateTimeField(null=True, blank=True)
+    solved_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    last_customer_message_at = models.DateTimeField(null=True, blank=True)
+    last_agent_message_at = models.DateTimeField(null=True, blank=True)
+    # Since when the customer has been waiting for an answer; null when the ball is theirs.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField()
+    # The sequence number of the newest TicketEvent of this ticket.
+    last_event_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # "All open" and status views sorted by last activity; cursor (last_activity_at, id).
+            models.Index(fields=["status", "-last_activity_at", "-id"], name="ticket_status_activity_idx"),
+            # "Mine": an agent's tickets by status, newest activity first.
+            models.Index(fields=["assignee", "status", "-last_activity_at"], name="ticket_assignee_idx"),
+            # "My teams": a team's queue by status.
+            models.Index(fields=["team", "status", "-last_activity_at"], name="ticket_team_idx"),
+            # "Unassigned": the queue of tickets nobody holds, oldest waiting first.
+            models.Index(
+                fields=["status", "waiting_since"],
+                condition=models.Q(assignee__isnull=True),
+                name="ticket_unassigned_idx",
+            ),
+            # Threading: the customer's latest ticket in an inbox; the customer's ticket list.
+            models.Index(fields=["customer", "inbox", "-created_at"], name="ticket_customer_inbox_idx"),
+            # Threading by the adapter's key within an inbox.
+            models.Index(
+                fields=["inbox", "thread_key"], condition=~models.Q(thread_key=""), name="ticket_thread_key_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.number} {self.subject}"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == TicketStatus.CLOSED

@@ -1,0 +1,137 @@
+"""The minimal agent desk: ticket list, ticket page, reply, note, status, assignment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from channels_inbox.actions.delivery import do_retry_delivery
+from channels_inbox.models import OutboundDelivery
+from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
+from helpdesk.actions.tickets import do_assign_ticket, do_change_status
+from helpdesk.models import Attachment, TicketStatus, User
+from helpdesk.permissions import access_ticket, is_staff_member, ticket_policy
+from helpdesk.selectors import VIEWS, ticket_page, ticket_timeline
+
+# Types a browser may show inline; everything else is only ever downloaded.
+INLINE_SAFE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+
+
+def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_staff_member(request.user):
+            raise PermissionDenied("this account is not a helpdesk agent")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@staff_required
+def ticket_list(request: HttpRequest) -> HttpResponse:
+    view = request.GET.get("view", "open")
+    if view not in VIEWS:
+        view = "open"
+    page = ticket_page(request.user, view, request.GET.get("cursor"))
+    template = "desk/_ticket_rows.html" if request.GET.get("partial") else "desk/ticket_list.html"
+    return render(request, template, {"page": page, "view": view, "views": VIEWS})
+
+
+@staff_required
+def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
+    ticket = access_ticket(request.user, number)
+    context = {
+        "ticket": ticket,
+        "timeline": ticket_timeline(ticket),
+        "identities": list(ticket.customer.identities.all()),
+        "statuses": TicketStatus.choices,
+        "agents": User.objects.filter(agent__isnull=False, is_active=True).order_by("first_name", "username"),
+        "can_reply": ticket_policy.can_reply(request.user, ticket),
+        "can_edit": ticket_policy.can_edit(request.user, ticket),
+    }
+    return render(request, "desk/ticket_detail.html", context)
+
+
+@staff_required
+def ticket_timeline_fragment(request: HttpRequest, number: int) -> HttpResponse:
+    ticket = access_ticket(request.user, number)
+    return render(request, "desk/_timeline.html", {"ticket": ticket, "timeline": ticket_timeline(ticket)})
+
+
+def _back(number: int) -> HttpResponseRedirect:
+    return HttpResponseRedirect(reverse("desk:ticket_detail", args=[number]))
+
+
+@require_POST
+@staff_required
+def ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
+    note = request.POST.get("mode") == "note"
+    ticket = access_ticket(request.user, number, for_="note" if note else "reply")
+    text = request.POST.get("text", "")
+    try:
+        if note:
+            do_add_note(ticket, actor=request.user, text=text)  # type: ignore[arg-type]
+        else:
+            do_reply(ticket, actor=request.user, text=text)  # type: ignore[arg-type]
+            status = request.POST.get("status")
+            if status and status in TicketStatus.values and status != ticket.status:
+                do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
+    except (ValueError, NoRecipient) as exc:
+        messages.error(request, str(exc))
+    return _back(number)
+
+
+@require_POST
+@staff_required
+def ticket_status(request: HttpRequest, number: int) -> HttpResponse:
+    ticket = access_ticket(request.user, number, for_="edit")
+    try:
+        do_change_status(ticket, status=request.POST.get("status", ""), actor=request.user)  # type: ignore[arg-type]
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return _back(number)
+
+
+@require_POST
+@staff_required
+def ticket_assign(request: HttpRequest, number: int) -> HttpResponse:
+    ticket = access_ticket(request.user, number, for_="edit")
+    assignee_id = request.POST.get("assignee") or None
+    assignee = get_object_or_404(User, pk=assignee_id, agent__isnull=False) if assignee_id else None
+    do_assign_ticket(ticket, assignee=assignee, actor=request.user)  # type: ignore[arg-type]
+    return _back(number)
+
+
+@require_POST
+@staff_required
+def delivery_retry(request: HttpRequest, delivery_id: int) -> HttpResponse:
+    delivery = get_object_or_404(OutboundDelivery.objects.select_related("message__ticket"), pk=delivery_id)
+    ticket = access_ticket(request.user, delivery.message.ticket.number, for_="reply")
+    do_retry_delivery(delivery, actor=request.user)  # type: ignore[arg-type]
+    return _back(ticket.number)
+
+
+@staff_required
+def attachment_download(request: HttpRequest, attachment_id: int) -> HttpResponse:
+    attachment = get_object_or_404(Attachment.objects.select_related("message__ticket"), pk=attachment_id)
+    access_ticket(request.user, attachment.message.ticket.number)
+    inline = attachment.content_type in INLINE_SAFE_TYPES and request.GET.get("inline") == "1"
+    response = FileResponse(
+        attachment.file.open("rb"),
+        as_attachment=not inline,
+        filename=attachment.filename,
+        content_type=attachment.content_type if inline else "application/octet-stream",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

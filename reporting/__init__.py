@@ -1,0 +1,1 @@
+"""Metrics computed from the ticket event log (reports arrive in a later change)."""
