@@ -84,3 +84,17 @@ def post_signed(
         content_type="application/json",
         headers={"X-Switchboard-Signature": signature},
     )
+
+
+@pytest.fixture
+def lost_tasks(monkeypatch: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every task queued from here on is dropped, as if the broker lost it; returns their list."""
+    from celery.app.task import Task
+
+    dropped: list[tuple[str, tuple[Any, ...]]] = []
+
+    def drop(self: Task, args: Any = None, kwargs: Any = None, **options: Any) -> None:
+        dropped.append((self.name, tuple(args or ())))
+
+    monkeypatch.setattr(Task, "apply_async", drop)
+    return dropped

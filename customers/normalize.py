@@ -40,14 +40,13 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException as exc:
         raise InvalidIdentity(f"not a phone number: {raw!r}") from exc
+    national = str(number.national_number)
+    if number.country_code == 52 and len(national) == 11 and national.startswith("1"):
+        # Mexico: WhatsApp writes mobiles as +521…, the valid E.164 form is +52… (channel-specs §7).
+        number.national_number = int(national[1:])
     if not phonenumbers.is_possible_number(number):
         raise InvalidIdentity(f"not a possible phone number: {raw!r}")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    # Mexico: WhatsApp writes mobiles as +521…, the valid E.164 form is +52… (channel-specs §7).
-    if e164.startswith("+521") and len(e164) == 14:
-        candidate = "+52" + e164[4:]
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            e164 = candidate
     return e164
 
 

@@ -26,11 +26,9 @@ def role_of(user: Any) -> str | None:
         return None
     if user.is_superuser:
         return Role.ADMIN
-    cached = getattr(user, "_helpdesk_role", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
-    role = AgentProfile.objects.filter(user=user).values_list("role", flat=True).first()
-    user._helpdesk_role = role
+    if not hasattr(user, "_helpdesk_role"):
+        user._helpdesk_role = AgentProfile.objects.filter(user=user).values_list("role", flat=True).first()
+    role: str | None = user._helpdesk_role
     return role
 
 
@@ -41,7 +39,7 @@ def team_ids_of(user: Any) -> list[int]:
             AgentProfile.teams.through.objects.filter(agentprofile__user=user).values_list("team_id", flat=True)
         )
         user._helpdesk_team_ids = cached
-    return cached  # type: ignore[no-any-return]
+    return list(cached)
 
 
 def is_staff_member(user: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
@@ -121,7 +122,7 @@ def _find_ticket(inbox: Inbox, inbound: InboundMessage, customer: Customer) -> T
 
 
 def _create_ticket(
-    inbox: Inbox, inbound: InboundMessage, customer: Customer, *, followup_of: Ticket | None, now: object
+    inbox: Inbox, inbound: InboundMessage, customer: Customer, *, followup_of: Ticket | None, now: datetime
 ) -> Ticket:
     return Ticket.objects.create(
         number=next_ticket_number(),

@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -26,10 +27,10 @@ from helpdesk.selectors import VIEWS, ticket_page, ticket_timeline
 INLINE_SAFE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
 
 
-def staff_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def staff_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     @login_required
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not is_staff_member(request.user):
             raise PermissionDenied("this account is not a helpdesk agent")
         return view(request, *args, **kwargs)
@@ -122,7 +123,7 @@ def delivery_retry(request: HttpRequest, delivery_id: int) -> HttpResponse:
 
 
 @staff_required
-def attachment_download(request: HttpRequest, attachment_id: int) -> HttpResponse:
+def attachment_download(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
     attachment = get_object_or_404(Attachment.objects.select_related("message__ticket"), pk=attachment_id)
     access_ticket(request.user, attachment.message.ticket.number)
     inline = attachment.content_type in INLINE_SAFE_TYPES and request.GET.get("inline") == "1"

@@ -42,6 +42,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Switchboard is serving on http://{options['host']}:{options['port']}/desk/  (Ctrl-C stops)")
         try:
             server.run()
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises the Ctrl-C it handled; the shutdown below is the answer
         finally:
             if embedded is not None:
                 embedded.stop()
+        self.stdout.write("Switchboard stopped.")
