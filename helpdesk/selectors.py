@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from helpdesk.models import Attachment, Message, Ticket, TicketEvent, TicketStatus
@@ -58,13 +59,18 @@ def encode_cursor(ticket: Ticket) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+    """The position a cursor names, or None for anything this module did not write."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, _, pk = raw.partition("|")
         parsed = parse_datetime(when)
-        return (parsed, int(pk)) if parsed else None
+        position = int(pk)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+    # Our cursors always carry an offset; a naive time would be compared in the wrong zone.
+    if parsed is None or timezone.is_naive(parsed):
+        return None
+    return parsed, position
 
 
 def ticket_page(user: Any, view: str, cursor: str | None = None, size: int = PAGE_SIZE) -> Page:

@@ -253,6 +253,11 @@ if SITE_IS_HTTPS:
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Asking browsers to preload HSTS binds the whole registrable domain and every
+        # subdomain for months, and anyone may submit a domain that sends it: the operator
+        # opts in (SECURE_HSTS_PRELOAD=true), so the check's reminder is not a finding.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Health probes come from inside the deployment over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 if env.bool("BEHIND_PROXY", default=False):

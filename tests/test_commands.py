@@ -156,7 +156,10 @@ def test_embedded_sqlite_uses_wal_busy_timeout_and_immediate_transactions() -> N
 
 
 def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
-    code = "import django,os;os.environ['DJANGO_SETTINGS_MODULE']='helpdesk.settings';django.setup();from django.conf import settings;print(settings.SECRET_KEY)"
+    code = (
+        "import django,os;os.environ['DJANGO_SETTINGS_MODULE']='helpdesk.settings';django.setup();"
+        "from django.conf import settings;print(settings.SECRET_KEY)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"} | {"SWITCHBOARD_DATA_DIR": str(tmp_path)}
     keys = [
         subprocess.run(

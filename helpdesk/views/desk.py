@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -25,6 +25,8 @@ from helpdesk.selectors import VIEWS, ticket_page, ticket_timeline
 
 # Types a browser may show inline; everything else is only ever downloaded.
 INLINE_SAFE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+# The longest reply or note an agent may write (the API channel's own limit for a message).
+MAX_TEXT_CHARS = 100_000
 
 
 def staff_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
@@ -73,19 +75,29 @@ def _back(number: int) -> HttpResponseRedirect:
     return HttpResponseRedirect(reverse("desk:ticket_detail", args=[number]))
 
 
+def _posted_text(request: HttpRequest) -> str:
+    """The composer's text; NUL characters (which PostgreSQL cannot store) are dropped."""
+    text = request.POST.get("text", "").replace("\x00", "")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"The text is too long ({len(text)} characters; at most {MAX_TEXT_CHARS}).")
+    return text
+
+
 @require_POST
 @staff_required
 def ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
     note = request.POST.get("mode") == "note"
     ticket = access_ticket(request.user, number, for_="note" if note else "reply")
-    text = request.POST.get("text", "")
+    status = "" if note else request.POST.get("status", "")
     try:
+        text = _posted_text(request)
+        if status and status not in TicketStatus.values:
+            raise ValueError(f"Unknown status {status[:40]!r}.")
         if note:
             do_add_note(ticket, actor=request.user, text=text)  # type: ignore[arg-type]
         else:
             do_reply(ticket, actor=request.user, text=text)  # type: ignore[arg-type]
-            status = request.POST.get("status")
-            if status and status in TicketStatus.values and status != ticket.status:
+            if status and status != ticket.status:
                 do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
     except (ValueError, NoRecipient) as exc:
         messages.error(request, str(exc))
@@ -96,8 +108,12 @@ def ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
 @staff_required
 def ticket_status(request: HttpRequest, number: int) -> HttpResponse:
     ticket = access_ticket(request.user, number, for_="edit")
+    status = request.POST.get("status", "")
+    if status not in TicketStatus.values:
+        messages.error(request, f"Unknown status {status[:40]!r}.")
+        return _back(number)
     try:
-        do_change_status(ticket, status=request.POST.get("status", ""), actor=request.user)  # type: ignore[arg-type]
+        do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
     except ValueError as exc:
         messages.error(request, str(exc))
     return _back(number)
@@ -107,8 +123,14 @@ def ticket_status(request: HttpRequest, number: int) -> HttpResponse:
 @staff_required
 def ticket_assign(request: HttpRequest, number: int) -> HttpResponse:
     ticket = access_ticket(request.user, number, for_="edit")
-    assignee_id = request.POST.get("assignee") or None
-    assignee = get_object_or_404(User, pk=assignee_id, agent__isnull=False) if assignee_id else None
+    raw = request.POST.get("assignee", "").strip()
+    assignee = None
+    if raw:
+        agents = User.objects.filter(agent__isnull=False, is_active=True)
+        assignee = agents.filter(pk=int(raw)).first() if raw.isdecimal() and len(raw) < 19 else None
+        if assignee is None:
+            messages.error(request, f"No such agent: {raw[:40]!r}.")
+            return _back(number)
     do_assign_ticket(ticket, assignee=assignee, actor=request.user)  # type: ignore[arg-type]
     return _back(number)
 
@@ -127,8 +149,12 @@ def attachment_download(request: HttpRequest, attachment_id: int) -> HttpRespons
     attachment = get_object_or_404(Attachment.objects.select_related("message__ticket"), pk=attachment_id)
     access_ticket(request.user, attachment.message.ticket.number)
     inline = attachment.content_type in INLINE_SAFE_TYPES and request.GET.get("inline") == "1"
+    try:
+        handle = attachment.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("the attachment's file is missing from storage") from None
     response = FileResponse(
-        attachment.file.open("rb"),
+        handle,
         as_attachment=not inline,
         filename=attachment.filename,
         content_type=attachment.content_type if inline else "application/octet-stream",
