@@ -141,7 +141,8 @@ def test_embedded_sqlite_uses_wal_busy_timeout_and_immediate_transactions() -> N
             sys.executable,
             "-c",
             "import django,os;os.environ['DJANGO_SETTINGS_MODULE']='helpdesk.settings';django.setup();"
-            "from django.db import connection as c;cur=c.cursor();cur.execute('PRAGMA journal_mode');print(cur.fetchone()[0])",
+            "from django.db import connection as c;cur=c.cursor();"
+            "cur.execute('PRAGMA journal_mode');print(cur.fetchone()[0])",
         ],
         cwd=ROOT,
         env={
