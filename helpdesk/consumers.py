@@ -4,9 +4,12 @@ Client → server frames (JSON):
   {"action": "subscribe_ticket", "number": 1042, "last_seq": 17}
   {"action": "subscribe_list"}
 Server → client:
+  {"type": "subscribed", "number": 1042, "seq": 19}   or   {"type": "subscribed", "list": true}
   {"type": "ticket.event", "ticket_id": …, "number": …, "seq": …, "event": …, "data": {…}}
+  {"type": "error", "error": "…"}   (a bad frame; the connection stays open)
 After subscribe_ticket, events with seq > last_seq are replayed from the database first,
-so a client that was disconnected misses nothing.
+so a client that was disconnected misses nothing; each event reaches a connection once.
+A ticket the user may not see is answered "no such ticket", like a missing one.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _non_negative_int(value: Any) -> int | None:
     """An integer 0 ≤ n < 2**63 from a JSON value (int or digits), else None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.isdecimal() and len(value) < 19:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19:
         value = int(value)
     if isinstance(value, int) and 0 <= value <= _MAX_INT:
         return value

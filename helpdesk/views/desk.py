@@ -127,7 +127,7 @@ def ticket_assign(request: HttpRequest, number: int) -> HttpResponse:
     assignee = None
     if raw:
         agents = User.objects.filter(agent__isnull=False, is_active=True)
-        assignee = agents.filter(pk=int(raw)).first() if raw.isdecimal() and len(raw) < 19 else None
+        assignee = agents.filter(pk=int(raw)).first() if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
         if assignee is None:
             messages.error(request, f"No such agent: {raw[:40]!r}.")
             return _back(number)

@@ -1,0 +1,712 @@
+"""`manage.py seed_demo` — demo data for a fresh install, then the demo logins.
+
+What it creates: three teams, six staff accounts (three of them with the printed
+logins), the API-channel inbox "Website API", an organization with an email domain,
+twelve customers with an external id, an email and an E.164 phone each, and 25 tickets
+in English, Czech, Russian and Chinese spread over the last 30 days, in every status,
+with replies, internal notes, assignments, team moves, attachments and one follow-up
+of a closed ticket.
+
+Everything is written through the actions, exactly as webhooks and agents would write
+it; only timestamps are moved back afterwards (see `_backdate`), because the actions
+stamp "now" and a demo needs a month of history.
+
+Idempotent: the inbox slug `demo-website-api` marks the demo as seeded. The content is
+written in one transaction, so the marker exists only if everything else does; a second
+run creates nothing and only makes sure the demo logins work (their passwords are set
+again to the printed ones).
+
+Deliveries: each demo reply is history, so it is marked sent through the delivery state
+machine (`channels_inbox.actions.delivery._move`, the same step a successful send takes,
+with its DeliveryChanged event) inside the seeding transaction. The `deliver` tasks that
+`do_reply` queues after commit therefore find nothing to do — whether they run eagerly,
+on the in-memory broker of this short-lived process (where they simply vanish), or later
+on a Redis-backed worker — and nothing goes over the network at seed time. The inbox's
+callback_url points at a path of this very server that does not exist, so a reply an
+agent writes in the running demo fails delivery at once with a visible
+"callback refused the message: HTTP 404" on its ticket.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.db.models import Model, Q
+from django.utils import timezone
+
+from channels_inbox.actions.delivery import _move
+from channels_inbox.actions.inboxes import do_create_inbox
+from channels_inbox.adapters.api import external_identity
+from channels_inbox.adapters.base import IdentityRef, InboundAttachment, InboundMessage, InboundSender
+from channels_inbox.models import Inbox, OutboundDelivery
+from customers.actions.resolve import do_resolve_customer
+from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
+from customers.normalize import normalize_email, normalize_phone
+from helpdesk.actions.agents import do_create_agent
+from helpdesk.actions.ingest import do_ingest_message
+from helpdesk.actions.replies import do_add_note, do_reply
+from helpdesk.actions.tickets import do_assign_ticket, do_change_status, do_change_team
+from helpdesk.models import Attachment, DeliveryStatus, Message, Role, Team, Ticket, TicketEvent, User
+
+DEMO_INBOX_SLUG = "demo-website-api"
+DEMO_INBOX_NAME = "Website API"
+# A path of this server that does not exist: replies written in the demo fail visibly.
+DEMO_CALLBACK_PATH = "/demo/api-callback-not-configured/"
+DEMO_ORGANIZATION = "ACME Logistics"
+DEMO_ORGANIZATION_DOMAIN = "acme.example"
+
+
+# --- staff ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    key: str
+    email: str
+    name: str
+    role: str
+    teams: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    # Only the printed demo logins get a password; the others exist as colleagues.
+    password: str | None = None
+    label: str = ""
+
+
+AGENTS = (
+    DemoAgent("admin", "admin@example.com", "Alex Admin", Role.ADMIN, (), ("en",), "switchboard-admin", "Admin"),
+    DemoAgent(
+        "ada", "agent@example.com", "Ada Agent", Role.AGENT, ("Support",), ("en", "cs"), "switchboard-agent", "Agent"
+    ),
+    DemoAgent(
+        "light",
+        "light@example.com",
+        "Lee Light",
+        Role.LIGHT_AGENT,
+        ("Support",),
+        ("en",),
+        "switchboard-light",
+        "Light agent",
+    ),
+    DemoAgent("petr", "petr@example.com", "Petr Novák", Role.AGENT, ("Support", "Tier 2"), ("cs", "en")),
+    DemoAgent("olga", "olga@example.com", "Olga Ivanova", Role.AGENT, ("Billing",), ("ru", "en")),
+    DemoAgent("wei", "wei@example.com", "Wei Chen", Role.AGENT, ("Support", "Billing"), ("zh-Hans", "en")),
+)
+LOGINS = tuple(a for a in AGENTS if a.password)
+TEAMS = ("Support", "Billing", "Tier 2")
+
+
+# --- customers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoCustomer:
+    key: str
+    name: str
+    language: str
+    email: str
+    phone: str
+
+
+CUSTOMERS = (
+    DemoCustomer("jana", "Jana Nováková", "cs", "Jana.Novakova@example.cz", "+420 601 123 456"),
+    DemoCustomer("ivan", "Иван Петров", "ru", "ivan.petrov@example.ru", "+7 912 345-67-89"),
+    DemoCustomer("fang", "王芳", "zh-Hans", "wang.fang@example.cn", "+86 138 0013 8000"),
+    DemoCustomer("emily", "Emily Carter", "en", "emily.carter@example.com", "+1 202 555 0143"),
+    DemoCustomer("michael", "Michael Brown", "en", "michael.brown@acme.example", "+44 7700 900123"),
+    DemoCustomer("sarah", "Sarah Johnson", "en", "Sarah.Johnson@ACME.example", "+1 415 555 0199"),
+    DemoCustomer("tomas", "Tomáš Svoboda", "cs", "tomas.svoboda@acme.example", "+420 777 888 999"),
+    DemoCustomer("olga", "Ольга Смирнова", "ru", "olga.smirnova@example.ru", "+7 (921) 000-12-34"),
+    DemoCustomer("lina", "李娜", "zh-Hans", "li.na@example.cn", "+86 139 1234 5678"),
+    DemoCustomer("dmitri", "Дмитрий Волков", "ru", "d.volkov@example.org", "+7 (915) 765-43-21"),
+    DemoCustomer("zhang", "张伟", "zh-Hans", "zhang.wei@example.cn", "+86 150 0000 1234"),
+    DemoCustomer("lucie", "Lucie Dvořáková", "cs", "lucie.dvorakova@example.cz", "+420 731 222 333"),
+)
+
+
+# --- conversations --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing that happens on a ticket, `hours` after its conversation started."""
+
+    hours: float
+    kind: str  # in, reply, note, status, assign, team
+    agent: str = ""
+    text: str = ""
+    value: str = ""
+    attachments: tuple[tuple[str, bytes], ...] = ()
+
+
+def inbound(hours: float, text: str, *attachments: tuple[str, bytes]) -> Step:
+    return Step(hours, "in", text=text, attachments=attachments)
+
+
+def reply(hours: float, agent: str, text: str) -> Step:
+    return Step(hours, "reply", agent=agent, text=text)
+
+
+def note(hours: float, agent: str, text: str) -> Step:
+    return Step(hours, "note", agent=agent, text=text)
+
+
+def status(hours: float, agent: str, value: str) -> Step:
+    return Step(hours, "status", agent=agent, value=value)
+
+
+def assign(hours: float, agent: str, assignee: str) -> Step:
+    return Step(hours, "assign", agent=agent, value=assignee)
+
+
+def team(hours: float, agent: str, team_name: str) -> Step:
+    return Step(hours, "team", agent=agent, value=team_name)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    # The API channel's thread_key: a later message with the same key joins the ticket
+    # (or, once it is closed, opens a follow-up).
+    thread: str
+    customer: str
+    days_ago: float
+    subject: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+
+_PNG_1X1 = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+_RECEIVER_LOG = (
+    b"2026-03-02T09:14:03Z POST /hooks/switchboard 401 signature mismatch\n"
+    b"2026-03-02T09:14:05Z POST /hooks/switchboard 401 signature mismatch\n"
+    b"expected=sha256=5f1c... got=sha256=a93e...\n"
+)
+
+CONVERSATIONS = (
+    Conversation(
+        "order-881",
+        "jana",
+        29.6,
+        "Objednávka #881 nedorazila",
+        (
+            inbound(0, "Dobrý den, moje objednávka #881 stále nedorazila, i když byla odeslána před týdnem."),
+            assign(1.5, "ada", "ada"),
+            reply(1.6, "ada", "Dobrý den, paní Nováková, omlouváme se. Zásilku jsme u dopravce urgovali a ozveme se."),
+            status(1.7, "ada", "pending"),
+            inbound(22, "Děkuji, balík dnes dorazil!"),
+            reply(23, "ada", "Výborně, děkujeme za trpělivost a přejeme hezký den."),
+            status(23.1, "ada", "solved"),
+            status(96, "admin", "closed"),
+        ),
+    ),
+    Conversation(
+        "login-ivan",
+        "ivan",
+        28.2,
+        "Не могу войти в личный кабинет",
+        (
+            inbound(
+                0, "Здравствуйте! Не могу войти в личный кабинет — пишет «неверный пароль», хотя пароль я уже сбросил."
+            ),
+            assign(0.8, "admin", "olga"),
+            reply(1.2, "olga", "Здравствуйте, Иван! Мы сняли блокировку входа. Попробуйте, пожалуйста, ещё раз."),
+            inbound(2.5, "Получилось, спасибо!"),
+            status(2.7, "olga", "solved"),
+        ),
+    ),
+    Conversation(
+        "invoice-fang",
+        "fang",
+        27.1,
+        "发票抬头需要修改",
+        (
+            inbound(0, "你好，我上个月的发票抬头写错了，能帮我重新开一张吗？"),
+            team(0.5, "admin", "Billing"),
+            assign(0.6, "admin", "wei"),
+            reply(1, "wei", "您好！请提供正确的公司名称和税号，我们会在三个工作日内重新开具发票。"),
+            inbound(3, "公司名称：上海示例贸易有限公司；税号：91310000000000000X。"),
+            note(3.5, "wei", "Sent to accounting; waiting for the corrected invoice PDF from them."),
+            status(3.6, "wei", "on_hold"),
+        ),
+    ),
+    Conversation(
+        "refund-emily",
+        "emily",
+        26.4,
+        "Refund for a duplicate charge",
+        (
+            inbound(
+                0,
+                "Hi, I was charged twice for my March subscription. Can you refund one of the charges? "
+                "Screenshot of my bank statement attached.",
+                ("bank-statement.png", _PNG_1X1),
+            ),
+            team(0.4, "ada", "Billing"),
+            assign(0.9, "admin", "olga"),
+            reply(
+                1.3,
+                "olga",
+                "Hi Emily, I can see the duplicate charge and have issued a refund. "
+                "It should appear on your statement within 5–7 business days.",
+            ),
+            status(1.4, "olga", "solved"),
+            status(100, "olga", "closed"),
+        ),
+    ),
+    Conversation(
+        "ratelimit-acme",
+        "michael",
+        25.3,
+        "API rate limits for the ACME integration",
+        (
+            inbound(0, "We're hitting HTTP 429 from your API at about 50 requests per second. Is there a higher tier?"),
+            team(0.3, "admin", "Tier 2"),
+            assign(0.35, "admin", "petr"),
+            note(2, "petr", "ACME is on the enterprise plan; asking engineering whether we can raise the limit."),
+            reply(6, "petr", "Hi Michael, we've raised your limit to 200 requests per second. Do you still see 429s?"),
+            status(6.1, "petr", "pending"),
+        ),
+    ),
+    Conversation(
+        "seats-acme",
+        "sarah",
+        24.0,
+        "Three more seats for our team",
+        (
+            inbound(0, "Could you add three more seats to the ACME Logistics account?"),
+            assign(0.2, "ada", "ada"),
+            reply(0.7, "ada", "Done — three seats added. The new users will get an invitation email shortly."),
+            status(0.8, "ada", "solved"),
+        ),
+    ),
+    Conversation(
+        "invoice-acme",
+        "tomas",
+        23.2,
+        "Faktura za únor",
+        (
+            inbound(0, "Dobrý den, potřebujeme fakturu za únor v PDF pro naši účetní."),
+            team(0.5, "admin", "Billing"),
+            assign(0.5, "admin", "olga"),
+            reply(1, "olga", "Hello Tomáš, the February invoice is now available under Billing → Invoices."),
+            inbound(2, "Děkuji, už ji máme."),
+            status(2.2, "olga", "solved"),
+            status(90, "olga", "closed"),
+        ),
+    ),
+    Conversation(
+        "return-olga",
+        "olga",
+        22.5,
+        "Возврат товара",
+        (
+            inbound(0, "Добрый день! Хочу вернуть наушники — не подошли. Как оформить возврат?"),
+            assign(0.4, "admin", "olga"),
+            reply(
+                0.9,
+                "olga",
+                "Добрый день! Оформить возврат можно в личном кабинете в разделе «Заказы». "
+                "Курьер заберёт товар бесплатно.",
+            ),
+            status(1, "olga", "pending"),
+            inbound(26, "Спасибо, оформила. Когда вернут деньги?"),
+            reply(27, "olga", "Деньги вернутся на карту в течение 10 дней после того, как мы получим товар."),
+            status(27.1, "olga", "solved"),
+        ),
+    ),
+    Conversation(
+        "locked-lina",
+        "lina",
+        21.3,
+        "账号被锁定",
+        (
+            inbound(0, "我的账号被锁定了，提示登录失败次数过多。"),
+            assign(0.3, "wei", "wei"),
+            reply(0.5, "wei", "您好，已为您解锁账号。建议您开启两步验证，以保护账号安全。"),
+            status(0.6, "wei", "solved"),
+            status(80, "wei", "closed"),
+        ),
+    ),
+    Conversation(
+        "card-dmitri",
+        "dmitri",
+        20.2,
+        "Ошибка при оплате картой",
+        (
+            inbound(0, "При оплате картой «Мир» появляется ошибка 502. Пробовал три раза."),
+            note(0.5, "light", "Похоже на проблему платёжного шлюза — передаю во второй уровень."),
+            team(0.7, "ada", "Tier 2"),
+            assign(0.8, "admin", "petr"),
+            reply(
+                4,
+                "petr",
+                "Hello Dmitri, our payment provider had an outage this morning; it is fixed now. Could you try again?",
+            ),
+            status(4.1, "petr", "pending"),
+        ),
+    ),
+    Conversation(
+        "export-zhang",
+        "zhang",
+        18.4,
+        "如何导出数据？",
+        (
+            inbound(0, "请问如何把所有工单导出为 CSV？"),
+            reply(2, "ada", "Hi! Go to Reports → Export and you can download every ticket as CSV."),
+            inbound(3, "找到了，谢谢！"),
+            status(3.2, "ada", "solved"),
+        ),
+    ),
+    Conversation(
+        "address-lucie",
+        "lucie",
+        16.3,
+        "Změna doručovací adresy",
+        (
+            inbound(0, "Dobrý den, můžete změnit adresu doručení u objednávky #1204 na Vinohradská 12, Praha?"),
+            assign(0.5, "ada", "ada"),
+            reply(0.6, "ada", "Dobrý den, adresu jsme změnili, zásilka půjde na novou adresu."),
+            status(0.7, "ada", "solved"),
+        ),
+    ),
+    Conversation(
+        "darkmode-emily",
+        "emily",
+        14.1,
+        "Dark mode in the mobile app?",
+        (
+            inbound(0, "Love the app! Any plans for a dark mode? My eyes would thank you."),
+            reply(5, "ada", "Thanks, Emily! Dark mode is on our roadmap — would you like to join the beta?"),
+            status(5.1, "ada", "pending"),
+        ),
+    ),
+    Conversation(
+        "bill-ivan",
+        "ivan",
+        12.6,
+        "Счёт за апрель",
+        (
+            inbound(0, "Пришёл счёт на 12 000 ₽, хотя тариф стоит 9 900 ₽. Объясните, пожалуйста."),
+            team(0.2, "admin", "Billing"),
+            assign(0.3, "admin", "olga"),
+            note(1, "olga", "Проверила — подключены три дополнительных пользователя. Уточняю у клиента."),
+            reply(
+                1.2,
+                "olga",
+                "Иван, разница — это три дополнительных пользователя, подключённых 5 апреля. "
+                "Если они не нужны, мы их отключим и пересчитаем счёт.",
+            ),
+            status(1.3, "olga", "pending"),
+        ),
+    ),
+    Conversation(
+        "shipping-fang",
+        "fang",
+        10.2,
+        "物流信息一直没有更新",
+        (
+            inbound(0, "我的订单已经五天没有物流更新了，订单号 #2231。"),
+            assign(1, "wei", "wei"),
+            reply(1.2, "wei", "您好，我们已联系快递公司，预计明天会有更新。给您带来不便，非常抱歉。"),
+            inbound(30, "还是没有更新……"),
+        ),
+    ),
+    Conversation(
+        "webhook-acme",
+        "michael",
+        9.4,
+        "Webhook signature mismatch",
+        (
+            inbound(
+                0,
+                "Our webhook receiver rejects your signatures since yesterday. Did you rotate the secret? "
+                "Log attached.",
+                ("receiver-log.txt", _RECEIVER_LOG),
+            ),
+            team(0.2, "admin", "Tier 2"),
+            assign(0.3, "admin", "petr"),
+            note(0.9, "petr", "Customer verifies against re-serialized JSON instead of the raw body — classic."),
+            reply(
+                1.1,
+                "petr",
+                "Hi Michael, the signature covers the raw request body. Please compute the HMAC over the exact "
+                "bytes you received, before parsing the JSON.",
+            ),
+            inbound(3, "That was it, thanks! One more question: can we get the delivery id in a header too?"),
+        ),
+    ),
+    Conversation(
+        "sso-acme",
+        "sarah",
+        7.3,
+        "SSO with Okta",
+        (
+            inbound(0, "Do you support SAML single sign-on with Okta?"),
+            reply(1.5, "ada", "Yes — SAML SSO is available on the enterprise plan. Our solutions team will call you."),
+            status(1.6, "ada", "pending"),
+        ),
+    ),
+    Conversation(
+        "export-acme",
+        "tomas",
+        6.2,
+        "Export kontaktů nefunguje",
+        (
+            inbound(0, "Export kontaktů do CSV skončí chybou 500. Zkoušeli jsme to ve dvou prohlížečích."),
+            note(0.5, "ada", "Reprodukováno na stagingu; předávám do Tier 2."),
+            team(0.6, "ada", "Tier 2"),
+            assign(0.7, "admin", "petr"),
+            reply(2, "petr", "Dobrý den, chybu jsme reprodukovali a opravu nasadíme do pátku."),
+        ),
+    ),
+    Conversation(
+        "promo-olga",
+        "olga",
+        5.1,
+        "Промокод не работает",
+        (inbound(0, "Промокод SPRING10 не применяется к корзине. Подскажите, что не так?"),),
+    ),
+    Conversation(
+        "vat-lina",
+        "lina",
+        4.3,
+        "能否开具增值税专用发票？",
+        (
+            inbound(0, "我们公司需要增值税专用发票，可以开吗？"),
+            team(1, "admin", "Billing"),
+        ),
+    ),
+    Conversation(
+        "sms-dmitri",
+        "dmitri",
+        3.2,
+        "Не приходит SMS с кодом",
+        (
+            inbound(0, "Уже час жду SMS с кодом подтверждения, но оно так и не пришло."),
+            assign(0.3, "ada", "ada"),
+            note(0.4, "ada", "Checking the SMS provider logs; asking Olga to answer in Russian."),
+            status(0.5, "ada", "open"),
+        ),
+    ),
+    Conversation(
+        "docs-zhang",
+        "zhang",
+        2.1,
+        "API 文档中的示例有误",
+        (
+            inbound(0, "API 文档第 3 节的示例缺少签名头 X-Switchboard-Signature。"),
+            reply(1, "wei", "感谢您的反馈！我们已经修正了文档中的示例。"),
+            status(1.1, "wei", "solved"),
+        ),
+    ),
+    Conversation(
+        "photo-lucie",
+        "lucie",
+        1.1,
+        "Nelze nahrát fotku",
+        (inbound(0, "Při nahrávání profilové fotky se zobrazí chyba „Soubor je příliš velký“, i když má jen 2 MB."),),
+    ),
+    Conversation(
+        "reset-emily",
+        "emily",
+        0.25,
+        "Password reset email not arriving",
+        (inbound(0, "I requested a password reset twice but no email arrived. The spam folder is empty too."),),
+    ),
+    # The customer writes again on her closed ticket: a follow-up ticket linked to it.
+    Conversation(
+        "order-881",
+        "jana",
+        12.3,
+        "",
+        (
+            inbound(0, "Ještě jeden dotaz k objednávce #881: v balíku chybí návod k obsluze."),
+            assign(0.5, "ada", "ada"),
+            reply(0.6, "ada", "Dobrý den, návod vám pošleme e-mailem ještě dnes."),
+        ),
+    ),
+)
+
+# Every timestamp the actions stamp with "now", per model; moved to demo time by _backdate.
+_TIMESTAMPS: dict[type[Model], tuple[str, ...]] = {
+    Ticket: (
+        "created_at",
+        "updated_at",
+        "last_activity_at",
+        "last_customer_message_at",
+        "last_agent_message_at",
+        "first_reply_at",
+        "waiting_since",
+        "solved_at",
+        "closed_at",
+    ),
+    Message: ("created_at", "sent_at"),
+    TicketEvent: ("created_at",),
+    Attachment: ("created_at",),
+    OutboundDelivery: ("created_at", "updated_at", "next_attempt_at", "sent_at"),
+    Customer: ("created_at", "updated_at", "first_seen_at", "last_seen_at"),
+    Identity: ("created_at",),
+    Inbox: ("created_at",),
+    Organization: ("created_at",),
+}
+
+
+def _backdate(since: datetime, when: datetime) -> None:
+    """Move every timestamp written at or after `since` (real time) to `when` (demo time).
+
+    The one place the seed writes models directly: a queryset update() of timestamps
+    only, after the actions have written everything else (the actions stamp "now"). All
+    demo times lie before the seed started, so rows of earlier steps are never moved again.
+    """
+    for model, names in _TIMESTAMPS.items():
+        touched = Q()
+        for name in names:
+            touched |= Q(**{f"{name}__gte": since})
+        for row in model._default_manager.filter(touched).values("pk", *names):
+            moved = {name: when for name in names if row[name] is not None and row[name] >= since}
+            model._default_manager.filter(pk=row["pk"]).update(**moved)
+
+
+class Command(BaseCommand):
+    help = "Create demo data (idempotent) and print the demo logins."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        users = self._ensure_staff()
+        if Inbox.objects.filter(slug=DEMO_INBOX_SLUG).exists():
+            self.stdout.write(f"Demo data already present (inbox {DEMO_INBOX_SLUG!r}); nothing new created.")
+        else:
+            with transaction.atomic():
+                counts = self._seed(users)
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo data created: {counts['tickets']} tickets, {counts['customers']} customers, "
+                    f"{counts['messages']} messages."
+                )
+            )
+        self._print_logins()
+
+    # --- staff ----------------------------------------------------------------------------
+    def _ensure_staff(self) -> dict[str, User]:
+        """The demo staff, created or updated in place (the printed passwords always work)."""
+        return {
+            agent.key: do_create_agent(
+                email=agent.email,
+                name=agent.name,
+                password=agent.password,  # None keeps an existing password (or makes it unusable)
+                role=agent.role,
+                teams=list(agent.teams),
+                languages=list(agent.languages),
+            )
+            for agent in AGENTS
+        }
+
+    # --- content ----------------------------------------------------------------------------
+    def _seed(self, users: dict[str, User]) -> dict[str, int]:
+        now = timezone.now()
+        teams = {t.name: t for t in Team.objects.filter(name__in=TEAMS)}
+
+        # There is no organization action yet (customers/actions has only resolve): the
+        # organization must exist before its customers, so they join it by email domain.
+        organization = Organization.objects.create(name=DEMO_ORGANIZATION, attributes={"plan": "enterprise"})
+        OrganizationDomain.objects.create(organization=organization, domain=DEMO_ORGANIZATION_DOMAIN)
+        inbox, _secrets = do_create_inbox(
+            kind="api",
+            name=DEMO_INBOX_NAME,
+            slug=DEMO_INBOX_SLUG,
+            values={"callback_url": settings.SITE_URL + DEMO_CALLBACK_PATH},
+            team=teams["Support"],
+        )
+        _backdate(now, now - timedelta(days=31))
+
+        customers = {c.key: c for c in CUSTOMERS}
+        steps = sorted(
+            (
+                (now - timedelta(days=conv.days_ago) + timedelta(hours=step.hours), n, i, conv, step)
+                for n, conv in enumerate(CONVERSATIONS)
+                for i, step in enumerate(conv.steps)
+            ),
+            key=lambda item: item[:3],
+        )
+        ticket_ids: dict[str, int] = {}
+        for when, n, i, conv, step in steps:
+            since = timezone.now()
+            if step.kind == "in":
+                ticket_ids[conv.thread] = self._inbound(inbox, customers[conv.customer], conv, n, i, step, when)
+            else:
+                ticket = Ticket.objects.select_related("customer", "inbox").get(pk=ticket_ids[conv.thread])
+                self._agent_step(ticket, step, users, teams, when)
+            _backdate(since, when)
+        return {
+            "tickets": Ticket.objects.filter(inbox=inbox).count(),
+            "customers": Customer.objects.filter(tickets__inbox=inbox).distinct().count(),
+            "messages": Message.objects.filter(ticket__inbox=inbox).count(),
+        }
+
+    def _inbound(
+        self, inbox: Inbox, who: DemoCustomer, conv: Conversation, n: int, i: int, step: Step, when: datetime
+    ) -> int:
+        sender = InboundSender(
+            identities=[
+                IdentityRef(IdentityKind.EXTERNAL, external_identity(inbox, f"demo-{who.key}")),
+                IdentityRef(IdentityKind.EMAIL, normalize_email(who.email)),
+                IdentityRef(IdentityKind.PHONE, normalize_phone(who.phone)),
+            ],
+            name=who.name,
+            language=who.language,
+        )
+        message = InboundMessage(
+            external_id=f"demo-{n:02d}-{i:02d}",
+            sender=sender,
+            text=step.text,
+            subject=conv.subject if i == 0 else "",
+            thread_key=conv.thread,
+            attachments=[InboundAttachment(name, content) for name, content in step.attachments],
+            sent_at=when,
+        )
+        customer = do_resolve_customer(sender, seen_at=when)
+        return do_ingest_message(inbox=inbox, inbound=message, customer=customer).ticket.pk
+
+    def _agent_step(
+        self, ticket: Ticket, step: Step, users: dict[str, User], teams: dict[str, Team], when: datetime
+    ) -> None:
+        actor = users[step.agent]
+        if step.kind == "reply":
+            message = do_reply(ticket, actor=actor, text=step.text)
+            # Demo history: the reply went out back then. Marked sent by the delivery state
+            # machine inside this transaction, so the deliver task queued after commit finds
+            # nothing to send (see the module docstring).
+            delivery = OutboundDelivery.objects.select_for_update().get(message=message)
+            _move(delivery, DeliveryStatus.SENT, error="", at=when)
+        elif step.kind == "note":
+            do_add_note(ticket, actor=actor, text=step.text)
+        elif step.kind == "status":
+            do_change_status(ticket, status=step.value, actor=actor)
+        elif step.kind == "assign":
+            do_assign_ticket(ticket, assignee=users[step.value], actor=actor)
+        elif step.kind == "team":
+            do_change_team(ticket, team=teams[step.value], actor=actor)
+        else:  # pragma: no cover - a typo in the scripts above
+            raise ValueError(f"unknown demo step {step.kind!r}")
+
+    # --- output -----------------------------------------------------------------------------
+    def _print_logins(self) -> None:
+        width = max(len(a.label) for a in LOGINS) + 1
+        lines = ["", "Switchboard demo", f"  {'Desk:':<{width}} {settings.SITE_URL}/desk/"]
+        for agent in LOGINS:
+            where = f"teams {', '.join(agent.teams)}" if agent.teams else "sees every ticket"
+            if agent.role == Role.LIGHT_AGENT:
+                where += "; internal notes only, no replies"
+            lines.append(f"  {agent.label + ':':<{width}} {agent.email} / {agent.password}   ({where})")
+        lines += [
+            f"  Demo inbox: {DEMO_INBOX_NAME} (API channel). Its callback_url "
+            f"{settings.SITE_URL}{DEMO_CALLBACK_PATH} does not exist,",
+            "  so a reply you send in the demo fails delivery with a visible error on the ticket.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))

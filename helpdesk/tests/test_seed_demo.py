@@ -1,0 +1,211 @@
+"""`manage.py seed_demo`: idempotent demo data and working demo logins."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
+from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
+from helpdesk.management.commands import seed_demo
+from helpdesk.management.commands.seed_demo import DEMO_INBOX_SLUG, LOGINS
+from helpdesk.models import (
+    AgentProfile,
+    Attachment,
+    DeliveryStatus,
+    Direction,
+    Message,
+    Role,
+    Tag,
+    Team,
+    Ticket,
+    TicketEvent,
+    TicketStatus,
+    User,
+)
+
+pytestmark = pytest.mark.django_db
+
+MODELS = (
+    User,
+    AgentProfile,
+    Team,
+    Inbox,
+    InboundEvent,
+    Organization,
+    OrganizationDomain,
+    Customer,
+    Identity,
+    Ticket,
+    Tag,
+    Message,
+    Attachment,
+    TicketEvent,
+    OutboundDelivery,
+)
+
+
+def row_counts() -> dict[str, int]:
+    return {model.__name__: model._default_manager.count() for model in MODELS}
+
+
+def seed() -> str:
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    return out.getvalue()
+
+
+def assert_prints_the_logins(output: str) -> None:
+    assert f"{settings.SITE_URL}/desk/" in output
+    for login in LOGINS:
+        assert f"{login.email} / {login.password}" in output
+
+
+def test_second_run_creates_nothing_and_still_prints_the_logins() -> None:
+    # given
+    first = seed()
+    after_first = row_counts()
+    # when
+    second = seed()
+    # then
+    assert row_counts() == after_first
+    assert "already present" in second
+    assert_prints_the_logins(first)
+    assert_prints_the_logins(second)
+    assert after_first["Ticket"] == 25
+    assert after_first["Customer"] == 12
+    assert after_first["Team"] == 3
+
+
+def test_demo_logins_work_in_the_desk() -> None:
+    # given
+    seed()
+    # then
+    for login in LOGINS:
+        client = Client()
+        assert client.login(username=login.email, password=login.password), login.email
+        assert client.get("/desk/?view=all").status_code == 200
+    agent = User.objects.get(email="agent@example.com")
+    assert agent.agent.role == Role.AGENT
+    assert User.objects.get(email="light@example.com").agent.role == Role.LIGHT_AGENT
+    assert User.objects.get(email="admin@example.com").is_superuser
+
+
+def test_rerun_restores_a_changed_demo_password() -> None:
+    # given
+    seed()
+    agent = User.objects.get(email="agent@example.com")
+    agent.set_password("something-else-entirely")
+    agent.save(update_fields=["password"])
+    # when
+    output = seed()
+    # then
+    login = next(a for a in LOGINS if a.email == "agent@example.com")
+    assert_prints_the_logins(output)
+    assert Client().login(username=login.email, password=login.password)
+
+
+def test_customers_have_several_normalized_identities() -> None:
+    # when
+    seed()
+    # then
+    inbox = Inbox.objects.get(slug=DEMO_INBOX_SLUG)
+    customers = Customer.objects.prefetch_related("identities")
+    assert customers.count() == 12
+    for customer in customers:
+        kinds = {i.kind: i.value for i in customer.identities.all()}
+        assert set(kinds) == {IdentityKind.EXTERNAL, IdentityKind.EMAIL, IdentityKind.PHONE}, customer
+        assert kinds[IdentityKind.EXTERNAL].startswith(f"{inbox.uuid}:")
+        assert re.fullmatch(r"\+[1-9]\d{7,14}", kinds[IdentityKind.PHONE]), kinds
+        assert kinds[IdentityKind.EMAIL] == kinds[IdentityKind.EMAIL].lower()
+        assert customer.language in {"en", "cs", "ru", "zh-Hans"}
+    # the organization collects its customers by email domain
+    acme = Organization.objects.get()
+    assert acme.domains.get().domain == "acme.example"
+    assert acme.customers.count() == 3
+
+
+def test_tickets_are_spread_over_statuses_time_teams_and_languages() -> None:
+    # given
+    started = timezone.now()
+    # when
+    seed()
+    # then: every status category
+    tickets = Ticket.objects.all()
+    statuses = set(tickets.values_list("status", flat=True))
+    assert {"new", "open", "pending", "solved", "closed"} <= statuses
+    # a follow-up of a closed ticket
+    followup = Ticket.objects.get(followup_of__isnull=False)
+    assert followup.followup_of is not None
+    assert followup.followup_of.status == TicketStatus.CLOSED
+    assert followup.followup_of.thread_key == followup.thread_key
+    # assigned and not, in several teams, all on the demo inbox
+    assert tickets.filter(assignee__isnull=False).exists()
+    assert tickets.filter(assignee__isnull=True).exists()
+    assert set(tickets.values_list("team__name", flat=True)) == {"Support", "Billing", "Tier 2"}
+    assert set(tickets.values_list("inbox__slug", flat=True)) == {DEMO_INBOX_SLUG}
+    # notes, replies and attachments
+    assert Message.objects.filter(direction=Direction.NOTE).count() >= 5
+    assert Message.objects.filter(direction=Direction.OUTBOUND).count() >= 15
+    assert Attachment.objects.count() == 2
+    # spread over the last month, in the past, and in order on each ticket
+    times = sorted(Message.objects.values_list("created_at", flat=True))
+    assert times[-1] < started
+    assert times[-1] - times[0] > timedelta(days=25)
+    assert started - times[0] < timedelta(days=31)
+    for ticket in tickets:
+        stamps = list(ticket.events.order_by("seq").values_list("created_at", flat=True))
+        assert stamps == sorted(stamps), ticket
+        assert ticket.created_at <= ticket.last_activity_at < started
+    assert not Ticket.objects.filter(updated_at__gte=started).exists()
+    # in the product's seed languages
+    text = " ".join(Message.objects.values_list("text", flat=True))
+    assert re.search(r"[ěščřžýáíéůú]", text)  # Czech
+    assert re.search(r"[а-яё]", text)  # Russian
+    assert re.search(r"[\u4e00-\u9fff]", text)  # Chinese
+    assert re.search(r"\bthe\b", text)  # English
+
+
+def test_demo_replies_never_reach_the_network(monkeypatch: Any, django_capture_on_commit_callbacks: Any) -> None:
+    # given: any attempt to send would fail the test
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("seed_demo tried to send a delivery")
+
+    monkeypatch.setattr("channels_inbox.adapters.api.httpx.post", no_network)
+    # when: the after-commit work runs (Celery is eager in tests)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        seed()
+    # then: the queued deliver tasks found the demo history already sent
+    assert callbacks
+    deliveries = OutboundDelivery.objects.all()
+    assert deliveries.count() == Message.objects.filter(direction=Direction.OUTBOUND).count()
+    assert set(deliveries.values_list("status", "attempts")) == {(DeliveryStatus.SENT, 0)}
+    assert not Message.objects.filter(direction=Direction.OUTBOUND).exclude(delivery_status="sent").exists()
+    # and a reply written in the demo goes to a local address that does not exist
+    inbox = Inbox.objects.get(slug=DEMO_INBOX_SLUG)
+    assert inbox.settings["callback_url"].startswith(settings.SITE_URL + "/demo/")
+
+
+def test_a_failed_seed_leaves_no_half_demo(monkeypatch: Any) -> None:
+    # given: the seed breaks halfway through the conversations
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(seed_demo, "do_add_note", broken)
+    # when
+    with pytest.raises(RuntimeError):
+        seed()
+    # then: no marker, no content; the next run seeds everything
+    assert not Inbox.objects.exists()
+    assert not Ticket.objects.exists()
+    monkeypatch.undo()
+    seed()
+    assert Ticket.objects.count() == 25
