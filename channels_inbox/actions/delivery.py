@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -103,6 +103,18 @@ def do_apply_delivery_status(inbox: Inbox, update: DeliveryStatusUpdate) -> bool
         return _move(delivery, DeliveryStatus(update.status), error=update.error, at=update.occurred_at)
 
 
+def do_record_delivery_status(
+    delivery_id: int, status: str, *, error: str = "", at: datetime | None = None, actor: User | None = None
+) -> bool:
+    """Record a delivery state reported outside a provider callback (e.g. imported history).
+
+    The same forward-only step as every other state change; False if it would go back.
+    """
+    with transaction.atomic():
+        delivery = OutboundDelivery.objects.select_for_update().get(pk=delivery_id)
+        return _move(delivery, DeliveryStatus(status), error=error, at=at)
+
+
 def do_retry_delivery(delivery: OutboundDelivery, *, actor: User) -> OutboundDelivery:
     """An agent's retry of a failed delivery: queued again with a fresh set of attempts."""
     from channels_inbox.tasks import deliver
@@ -133,7 +145,7 @@ def do_retry_delivery(delivery: OutboundDelivery, *, actor: User) -> OutboundDel
     return delivery
 
 
-def _move(delivery: OutboundDelivery, status: DeliveryStatus, *, error: str, at: object = None) -> bool:
+def _move(delivery: OutboundDelivery, status: DeliveryStatus, *, error: str, at: datetime | None = None) -> bool:
     """Move a locked delivery forward to `status`; record it on the ticket. False if not forward."""
     current = DeliveryStatus(delivery.status)
     if DELIVERY_RANK[status] <= DELIVERY_RANK[current]:

@@ -17,7 +17,7 @@ run creates nothing and only makes sure the demo logins work (their passwords ar
 again to the printed ones).
 
 Deliveries: each demo reply is history, so it is marked sent through the delivery state
-machine (`channels_inbox.actions.delivery._move`, the same step a successful send takes,
+machine (`do_record_delivery_status`, the same step a successful send takes,
 with its DeliveryChanged event) inside the seeding transaction. The `deliver` tasks that
 `do_reply` queues after commit therefore find nothing to do — whether they run eagerly,
 on the in-memory broker of this short-lived process (where they simply vanish), or later
@@ -40,7 +40,7 @@ from django.db import transaction
 from django.db.models import Model, Q
 from django.utils import timezone
 
-from channels_inbox.actions.delivery import _move
+from channels_inbox.actions.delivery import do_record_delivery_status
 from channels_inbox.actions.inboxes import do_create_inbox
 from channels_inbox.adapters.api import external_identity
 from channels_inbox.adapters.base import IdentityRef, InboundAttachment, InboundMessage, InboundSender
@@ -681,8 +681,8 @@ class Command(BaseCommand):
             # Demo history: the reply went out back then. Marked sent by the delivery state
             # machine inside this transaction, so the deliver task queued after commit finds
             # nothing to send (see the module docstring).
-            delivery = OutboundDelivery.objects.select_for_update().get(message=message)
-            _move(delivery, DeliveryStatus.SENT, error="", at=when)
+            delivery_id = OutboundDelivery.objects.get(message=message).pk
+            do_record_delivery_status(delivery_id, DeliveryStatus.SENT, at=when)
         elif step.kind == "note":
             do_add_note(ticket, actor=actor, text=step.text)
         elif step.kind == "status":
