@@ -136,8 +136,14 @@ def append_event(
     actor: User | None = None,
     customer: Customer | None = None,
     message: Message | None = None,
+    save_seq: bool = True,
 ) -> TicketEvent:
-    """Append one event to a ticket. The caller holds the ticket's row lock (an action)."""
+    """Append one event to a ticket. The caller holds the ticket's row lock (an action).
+
+    With `save_seq=False` the new `ticket.last_event_seq` is only set on the instance: the
+    caller saves it with its own update of the ticket in the same transaction (one UPDATE
+    instead of one per event).
+    """
     from helpdesk.realtime import publish_ticket_event
 
     seq = ticket.last_event_seq + 1
@@ -150,7 +156,8 @@ def append_event(
         message=message,
         data=payload.as_data(),
     )
-    Ticket.objects.filter(pk=ticket.pk).update(last_event_seq=seq)
+    if save_seq:
+        Ticket.objects.filter(pk=ticket.pk).update(last_event_seq=seq)
     ticket.last_event_seq = seq
     publish_ticket_event(ticket, event)
     return event

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import nh3
 
 # nh3's defaults: no script, style, iframes, event handlers or javascript: URLs.
@@ -12,4 +14,20 @@ _LINK_REL = "noopener noreferrer nofollow"
 def sanitize_html(html: str) -> str:
     if not html:
         return ""
-    return nh3.clean(html, link_rel=_LINK_REL)
+    return nh3.clean(without_nul(html), link_rel=_LINK_REL)
+
+
+def without_nul(text: str) -> str:
+    """Text without NUL characters, which PostgreSQL cannot store (SQLite can: be equal)."""
+    return text.replace("\x00", "")
+
+
+def json_without_nul(value: Any) -> Any:
+    """A JSON-able value with NUL characters removed from every string in it."""
+    if isinstance(value, str):
+        return without_nul(value)
+    if isinstance(value, dict):
+        return {without_nul(str(k)): json_without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_without_nul(v) for v in value]
+    return value

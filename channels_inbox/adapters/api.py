@@ -59,6 +59,8 @@ def _string(obj: Mapping[str, Any], key: str, *, required: bool = False, max_len
         return ""
     if not isinstance(value, str):
         raise BadPayload(f"'{key}' must be a string")
+    # NUL cannot be stored by PostgreSQL and means nothing in text: dropped, not refused.
+    value = value.replace("\x00", "")
     value = value.strip() if max_length <= 1000 else value
     if required and not value:
         raise BadPayload(f"'{key}' must not be empty")

@@ -198,3 +198,25 @@ def test_html_is_sanitized_and_attachments_are_sniffed(client: Any, api_inbox: A
     assert attachment.content_type == "image/png"
     assert attachment.declared_content_type == "text/plain"
     assert attachment.size == len(png)
+
+
+def test_nul_characters_are_dropped_not_fatal(client: Any, api_inbox: Any) -> None:
+    # given: NUL in every text field (PostgreSQL cannot store it)
+    payload = api_payload(
+        external_id="nul\u0000-1",
+        subject="Sub\u0000ject",
+        text="Hel\u0000lo",
+        html="<p>Hel\u0000lo</p>",
+        sender={"identifier": "u\u00001", "name": "Ja\u0000na"},
+    )
+    # when
+    resp = post_signed(client, api_inbox, payload)
+    # then
+    assert resp.status_code == 200, resp.content
+    assert InboundEvent.objects.get().status == InboundEventStatus.PROCESSED
+    message = Message.objects.get()
+    assert message.text == "Hello"
+    assert message.external_id == "nul-1"
+    assert "\x00" not in message.html
+    assert message.ticket.subject == "Subject"
+    assert message.ticket.customer.name == "Jana"

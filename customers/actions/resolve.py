@@ -25,20 +25,25 @@ def do_resolve_customer(sender: InboundSender, *, seen_at: datetime, actor: User
     customers is a deliberate, audited act (never implied by an inbound message).
     """
     refs = list(dict.fromkeys(sender.identities))
+    sender_name = sender.name.replace("\x00", "")[:200]
     if not refs:
         raise ValueError("an inbound sender needs at least one identity")
     with transaction.atomic():
         known = _known_identities(refs)
         customer = next((known[(r.kind, r.value)].customer for r in refs if (r.kind, r.value) in known), None)
+        attached = set(known)
         if customer is None:
-            customer = _create_customer(sender, refs[0], seen_at)
-            known = _known_identities(refs)
+            customer, created = _create_customer(sender, sender_name, refs[0], seen_at)
+            # Created here: of these identities only the primary exists now; any other one
+            # attached meanwhile by another worker is skipped by _attach_identity. Lost the
+            # race: the winner may have attached more, so look again.
+            attached = {(refs[0].kind, refs[0].value)} if created else set(_known_identities(refs))
         for ref in refs:
-            if (ref.kind, ref.value) not in known:
+            if (ref.kind, ref.value) not in attached:
                 _attach_identity(customer, ref)
         updates: dict[str, object] = {"last_seen_at": seen_at}
-        if not customer.name and sender.name:
-            updates["name"] = sender.name
+        if not customer.name and sender_name:
+            updates["name"] = sender_name
         if not customer.language and sender.language:
             updates["language"] = sender.language
         Customer.objects.filter(pk=customer.pk).update(**updates)
@@ -54,7 +59,10 @@ def _known_identities(refs: list[IdentityRef]) -> dict[tuple[str, str], Identity
     return {(i.kind, i.value): i for i in Identity.objects.filter(query).select_related("customer")}
 
 
-def _create_customer(sender: InboundSender, primary: IdentityRef, seen_at: datetime) -> Customer:
+def _create_customer(
+    sender: InboundSender, name: str, primary: IdentityRef, seen_at: datetime
+) -> tuple[Customer, bool]:
+    """The new customer with its primary identity, True; or, after losing a race, the winner's, False."""
     email = next((r.value for r in sender.identities if r.kind == IdentityKind.EMAIL), "")
     organization_id = None
     if email:
@@ -65,17 +73,17 @@ def _create_customer(sender: InboundSender, primary: IdentityRef, seen_at: datet
     try:
         with transaction.atomic():
             customer = Customer.objects.create(
-                name=sender.name,
+                name=name,
                 language=sender.language,
                 organization_id=organization_id,
                 first_seen_at=seen_at,
                 last_seen_at=seen_at,
             )
             Identity.objects.create(customer=customer, kind=primary.kind, value=primary.value, raw_value=primary.value)
-            return customer
+            return customer, True
     except IntegrityError:
         # Another worker created this sender a moment ago: use theirs.
-        return Identity.objects.select_related("customer").get(kind=primary.kind, value=primary.value).customer
+        return Identity.objects.select_related("customer").get(kind=primary.kind, value=primary.value).customer, False
 
 
 def _attach_identity(customer: Customer, ref: IdentityRef) -> None:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from helpdesk.attachments import store_attachment
 from helpdesk.events import Created, FollowupCreated, MessageReceived, StatusChanged, append_event
-from helpdesk.html import sanitize_html
+from helpdesk.html import json_without_nul, sanitize_html, without_nul
 from helpdesk.models import Direction, Message, Ticket, TicketStatus
 from helpdesk.numbers import next_ticket_number
 
@@ -40,7 +40,9 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
     A message for a closed ticket opens a follow-up ticket linked to it; a pending, on-hold
     or solved ticket is reopened. Idempotent on (inbox, external_id).
     """
-    with transaction.atomic():
+    # No savepoint when called inside a transaction (process_inbound's): an error here
+    # aborts that whole transaction anyway, so a savepoint would only cost two statements.
+    with transaction.atomic(savepoint=False):
         if inbound.external_id:
             existing = (
                 Message.objects.filter(inbox=inbox, external_id=inbound.external_id).select_related("ticket").first()
@@ -58,6 +60,7 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
                 ticket,
                 Created(channel=inbox.kind, inbox_id=inbox.pk, followup_of=previous.pk if previous else None),
                 customer=customer,
+                save_seq=False,
             )
             if previous is not None:
                 append_event(previous, FollowupCreated(followup_ticket_id=ticket.pk, followup_number=ticket.number))
@@ -69,11 +72,11 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
             author_customer=customer,
             inbox=inbox,
             channel=inbox.kind,
-            text=inbound.text,
+            text=without_nul(inbound.text),
             html=sanitize_html(inbound.html),
             external_id=inbound.external_id,
             sent_at=inbound.sent_at,
-            metadata=inbound.metadata,
+            metadata=json_without_nul(inbound.metadata),
         )
         for item in inbound.attachments:
             store_attachment(message, item.filename, item.content, item.declared_type)
@@ -82,17 +85,23 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
             old = ticket.status
             ticket.status = TicketStatus.OPEN
             ticket.solved_at = None
-            append_event(ticket, StatusChanged(old=old, new=TicketStatus.OPEN), customer=customer)
+            append_event(ticket, StatusChanged(old=old, new=TicketStatus.OPEN), customer=customer, save_seq=False)
         append_event(
-            ticket, MessageReceived(message_id=message.pk, channel=inbox.kind), customer=customer, message=message
+            ticket,
+            MessageReceived(message_id=message.pk, channel=inbox.kind),
+            customer=customer,
+            message=message,
+            save_seq=False,
         )
 
         ticket.last_customer_message_at = now
         ticket.last_activity_at = now
         if ticket.waiting_since is None:
             ticket.waiting_since = now
+        # One UPDATE of the ticket, with the sequence number of the events appended above.
         ticket.save(
             update_fields=[
+                "last_event_seq",
                 "status",
                 "solved_at",
                 "last_customer_message_at",
@@ -126,7 +135,8 @@ def _create_ticket(
 ) -> Ticket:
     return Ticket.objects.create(
         number=next_ticket_number(),
-        subject=inbound.subject or _subject_from_text(inbound.text) or (followup_of.subject if followup_of else ""),
+        subject=without_nul(inbound.subject or _subject_from_text(inbound.text))[:300]
+        or (followup_of.subject if followup_of else ""),
         status=TicketStatus.NEW,
         customer=customer,
         inbox=inbox,

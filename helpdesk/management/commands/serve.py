@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         import uvicorn
+
+        # WhiteNoise streams static files from a file iterator; under ASGI Django wraps it
+        # and warns on every file. Harmless here (the embedded mode's own static serving).
+        warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")
 
         from helpdesk.celery import app
         from helpdesk.embedded import EmbeddedCelery
