@@ -136,28 +136,58 @@ def append_event(
     actor: User | None = None,
     customer: Customer | None = None,
     message: Message | None = None,
-    save_seq: bool = True,
 ) -> TicketEvent:
-    """Append one event to a ticket. The caller holds the ticket's row lock (an action).
-
-    With `save_seq=False` the new `ticket.last_event_seq` is only set on the instance: the
-    caller saves it with its own update of the ticket in the same transaction (one UPDATE
-    instead of one per event).
-    """
-    from helpdesk.realtime import publish_ticket_event
-
-    seq = ticket.last_event_seq + 1
-    event = TicketEvent.objects.create(
-        ticket=ticket,
-        seq=seq,
-        type=payload.type,
-        actor=actor,
-        actor_customer=customer,
-        message=message,
-        data=payload.as_data(),
-    )
-    if save_seq:
-        Ticket.objects.filter(pk=ticket.pk).update(last_event_seq=seq)
-    ticket.last_event_seq = seq
-    publish_ticket_event(ticket, event)
+    """Append one event to a ticket. The caller holds the ticket's row lock (an action)."""
+    events = PendingEvents(ticket)
+    event = events.add(payload, actor=actor, customer=customer, message=message)
+    events.write(save_seq=True)
     return event
+
+
+class PendingEvents:
+    """Events an action appends to one ticket, written together with one INSERT.
+
+    `add` numbers each event (`ticket.last_event_seq` moves on the instance); `write`
+    inserts them and publishes them after commit. With `save_seq=False` the caller saves
+    `last_event_seq` with its own update of the ticket, in the same transaction, while
+    still holding the ticket's row lock.
+    """
+
+    def __init__(self, ticket: Ticket) -> None:
+        self.ticket = ticket
+        self.events: list[TicketEvent] = []
+
+    def add(
+        self,
+        payload: EventPayload,
+        *,
+        actor: User | None = None,
+        customer: Customer | None = None,
+        message: Message | None = None,
+    ) -> TicketEvent:
+        self.ticket.last_event_seq += 1
+        event = TicketEvent(
+            ticket=self.ticket,
+            seq=self.ticket.last_event_seq,
+            type=payload.type,
+            actor=actor,
+            actor_customer=customer,
+            message=message,
+            data=payload.as_data(),
+        )
+        self.events.append(event)
+        return event
+
+    def write(self, *, save_seq: bool) -> list[TicketEvent]:
+        from helpdesk.realtime import publish_ticket_event
+
+        if len(self.events) == 1:
+            self.events[0].save()
+        elif self.events:
+            TicketEvent.objects.bulk_create(self.events)
+        if save_seq and self.events:
+            Ticket.objects.filter(pk=self.ticket.pk).update(last_event_seq=self.ticket.last_event_seq)
+        for event in self.events:
+            publish_ticket_event(self.ticket, event)
+        written, self.events = self.events, []
+        return written

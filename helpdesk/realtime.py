@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
 
 from helpdesk.sideeffects import after_commit
 
@@ -49,18 +50,64 @@ def publish_ticket_event(ticket: Ticket, event: TicketEvent) -> None:
         groups.append(team_group(ticket.team_id))
     if ticket.assignee_id:
         groups.append(agent_group(ticket.assignee_id))
+    _batch_for_this_transaction().add(groups, message)
 
-    def send() -> None:
+
+class _PublishBatch:
+    """The live messages of one transaction, sent after it commits in one hop to the layer.
+
+    Entering the channel layer from sync code (`async_to_sync`) costs a thread and an event
+    loop each time; one hop per transaction instead of one per group and event made it
+    cheap enough for the ingest path.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[list[str], dict[str, Any]]] = []
+        self.callback = self.flush
+
+    def add(self, groups: list[str], message: dict[str, Any]) -> None:
+        self.items.append((groups, message))
+
+    def flush(self) -> None:
+        items, self.items = self.items, []
         layer = get_channel_layer()
-        if layer is None:
+        if layer is None or not items:
             return
-        for group in groups:
-            try:
-                async_to_sync(layer.group_send)(group, message)
-            except Exception:
-                logger.warning("could not publish %s to %s", event.type, group, exc_info=True)
+        try:
+            async_to_sync(self._send)(layer, items)
+        except Exception:
+            logger.warning("could not publish %d live updates", len(items), exc_info=True)
 
-    after_commit(send)
+    @staticmethod
+    async def _send(layer: Any, items: list[tuple[list[str], dict[str, Any]]]) -> None:
+        for groups, message in items:
+            for group in groups:
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    logger.warning("could not publish %s to %s", message.get("event"), group, exc_info=True)
+
+
+def _batch_for_this_transaction() -> _PublishBatch:
+    """The batch flushed when the current transaction commits (now, outside a transaction)."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        return _ImmediateBatch()
+    batch = getattr(connection, "_switchboard_publish_batch", None)
+    # A rolled-back (savepoint of a) transaction drops its on-commit callbacks: start anew then.
+    if batch is None or not any(func is batch.callback for _, func, _ in connection.run_on_commit):
+        batch = _PublishBatch()
+        connection._switchboard_publish_batch = batch
+        after_commit(batch.callback)
+    return batch
+
+
+class _ImmediateBatch(_PublishBatch):
+    """Outside a transaction there is nothing to wait for: publish right away."""
+
+    def add(self, groups: list[str], message: dict[str, Any]) -> None:
+        super().add(groups, message)
+        self.flush()
 
 
 class EmbeddedChannelLayer(InMemoryChannelLayer):

@@ -21,14 +21,18 @@ logger = logging.getLogger(__name__)
 def do_process_inbound_event(event_id: int) -> str:
     """Turn one InboundEvent into a message on a ticket. Safe to run twice, even at once.
 
-    The event row is locked for the whole transaction: a second worker waits, then sees it
-    processed and does nothing. A failure rolls everything back and schedules a retry with
-    backoff; after INBOUND_MAX_ATTEMPTS the event is marked failed, its payload kept.
+    The event row (only that row: `of=("self",)`, not the inbox it joins) is locked for the
+    whole transaction: a second worker waits, then sees it processed and does nothing.
+    Other events of the same inbox are received and processed in parallel. A failure rolls
+    everything back and schedules a retry with backoff; after INBOUND_MAX_ATTEMPTS the
+    event is marked failed, its payload kept.
     Returns what happened: processed, ignored, already, missing, retry or failed.
     """
     try:
         with transaction.atomic():
-            event = InboundEvent.objects.select_for_update().select_related("inbox").filter(pk=event_id).first()
+            event = (
+                InboundEvent.objects.select_for_update(of=("self",)).select_related("inbox").filter(pk=event_id).first()
+            )
             if event is None:
                 return "missing"
             if event.status != InboundEventStatus.PENDING:

@@ -188,3 +188,65 @@ def test_retry_delay_is_capped(settings: Any) -> None:
     assert retry_delay(1) == timedelta(seconds=30)
     assert retry_delay(3) == timedelta(seconds=120)
     assert retry_delay(30) == timedelta(seconds=600)
+
+
+@pytest.mark.postgres
+def test_receiving_does_not_wait_for_processing_of_the_same_inbox(
+    client: Any, api_inbox: Any, no_inline_tasks: Any, monkeypatch: Any
+) -> None:
+    # given: a worker is in the middle of processing an event of this inbox
+    event = receive(api_inbox, api_payload())
+    inside = threading.Event()
+    release = threading.Event()
+    real = process_module.do_ingest_message
+
+    def held(**kwargs: Any) -> Any:
+        result = real(**kwargs)
+        inside.set()
+        release.wait(timeout=10)
+        return result
+
+    monkeypatch.setattr(process_module, "do_ingest_message", held)
+
+    def work() -> None:
+        try:
+            do_process_inbound_event(event.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        assert inside.wait(timeout=10)
+        # when: the provider delivers another message to the same inbox
+        started = time.monotonic()
+        other = _in_threads(1, lambda i: receive(api_inbox, api_payload(external_id="m-2")))[0]
+        # then: it is stored at once, not after the processing commits
+        assert time.monotonic() - started < 2
+        assert other.status == InboundEventStatus.PENDING
+    finally:
+        release.set()
+        worker.join(timeout=10)
+
+
+@pytest.mark.postgres
+def test_two_customers_starting_one_thread_key_at_once_share_one_ticket(
+    api_inbox: Any, no_inline_tasks: Any, monkeypatch: Any
+) -> None:
+    # given: two different senders open the same new conversation key at the same moment
+    events = [
+        receive(api_inbox, api_payload(external_id=f"m{i}", sender={"identifier": f"u{i}"}, thread_key="group-7"))
+        for i in range(2)
+    ]
+    real = process_module.do_ingest_message
+
+    def slow(**kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return real(**kwargs)
+
+    monkeypatch.setattr(process_module, "do_ingest_message", slow)
+    # when
+    _in_threads(2, lambda i: do_process_inbound_event(events[i].pk))
+    # then
+    assert Ticket.objects.count() == 1
+    assert Message.objects.count() == 2

@@ -21,6 +21,8 @@ def do_resolve_customer(sender: InboundSender, *, seen_at: datetime, actor: User
     Identities are tried in the sender's order (the channel's own first). When none is
     known a customer is created; if another worker creates the same one at the same
     moment, the unique (kind, value) constraint decides and this call joins the winner.
+    The customer's row is updated (last seen) every time, which also locks it until the
+    caller's transaction ends: messages of one customer are threaded one after another.
     Identities that already belong to a *different* customer are left there: merging two
     customers is a deliberate, audited act (never implied by an inbound message).
     """
@@ -28,7 +30,9 @@ def do_resolve_customer(sender: InboundSender, *, seen_at: datetime, actor: User
     sender_name = sender.name.replace("\x00", "")[:200]
     if not refs:
         raise ValueError("an inbound sender needs at least one identity")
-    with transaction.atomic():
+    # No savepoint of its own: inside process_inbound's transaction a failure here aborts
+    # that transaction anyway (the races that are expected have savepoints below).
+    with transaction.atomic(savepoint=False):
         known = _known_identities(refs)
         customer = next((known[(r.kind, r.value)].customer for r in refs if (r.kind, r.value) in known), None)
         attached = set(known)

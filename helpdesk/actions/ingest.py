@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from helpdesk.attachments import store_attachment
-from helpdesk.events import Created, FollowupCreated, MessageReceived, StatusChanged, append_event
+from helpdesk.events import Created, FollowupCreated, MessageReceived, PendingEvents, StatusChanged, append_event
 from helpdesk.html import json_without_nul, sanitize_html, without_nul
 from helpdesk.models import Direction, Message, Ticket, TicketStatus
 from helpdesk.numbers import next_ticket_number
@@ -56,15 +56,15 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
         if created:
             previous = ticket
             ticket = _create_ticket(inbox, inbound, customer, followup_of=previous, now=now)
-            append_event(
-                ticket,
-                Created(channel=inbox.kind, inbox_id=inbox.pk, followup_of=previous.pk if previous else None),
-                customer=customer,
-                save_seq=False,
-            )
             if previous is not None:
                 append_event(previous, FollowupCreated(followup_ticket_id=ticket.pk, followup_number=ticket.number))
         assert ticket is not None
+        events = PendingEvents(ticket)
+        if created:
+            events.add(
+                Created(channel=inbox.kind, inbox_id=inbox.pk, followup_of=ticket.followup_of_id),
+                customer=customer,
+            )
 
         message = Message.objects.create(
             ticket=ticket,
@@ -85,14 +85,10 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
             old = ticket.status
             ticket.status = TicketStatus.OPEN
             ticket.solved_at = None
-            append_event(ticket, StatusChanged(old=old, new=TicketStatus.OPEN), customer=customer, save_seq=False)
-        append_event(
-            ticket,
-            MessageReceived(message_id=message.pk, channel=inbox.kind),
-            customer=customer,
-            message=message,
-            save_seq=False,
-        )
+            events.add(StatusChanged(old=old, new=TicketStatus.OPEN), customer=customer)
+        events.add(MessageReceived(message_id=message.pk, channel=inbox.kind), customer=customer, message=message)
+        # All events in one INSERT; their sequence number is saved with the ticket below.
+        events.write(save_seq=False)
 
         ticket.last_customer_message_at = now
         ticket.last_activity_at = now
@@ -114,8 +110,18 @@ def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Custom
 
 
 def _find_ticket(inbox: Inbox, inbound: InboundMessage, customer: Customer) -> Ticket | None:
+    """The ticket this message belongs to, row-locked; None when it starts a new one.
+
+    Two workers must not both decide "new ticket" for one conversation. Within a customer
+    that cannot happen: resolving the customer updated (so locked) the customer's row, so a
+    second message of the same customer waits here until the first one's ticket is
+    committed and visible. A thread key may be shared by several customers, so it is
+    serialized on its own, with a transaction-scoped advisory lock (SQLite serializes every
+    writer anyway).
+    """
     tickets = Ticket.objects.select_for_update()
     if inbound.thread_key:
+        _lock_thread_key(inbox, inbound.thread_key)
         # An explicit conversation key decides alone: an unknown key starts a new ticket.
         return tickets.filter(inbox=inbox, thread_key=inbound.thread_key).order_by("-created_at", "-id").first()
     if inbound.in_reply_to:
@@ -128,6 +134,12 @@ def _find_ticket(inbox: Inbox, inbound: InboundMessage, customer: Customer) -> T
         if ticket_id is not None:
             return tickets.get(pk=ticket_id)
     return tickets.filter(inbox=inbox, customer=customer).order_by("-created_at", "-id").first()
+
+
+def _lock_thread_key(inbox: Inbox, thread_key: str) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"thread:{inbox.pk}:{thread_key}"])
 
 
 def _create_ticket(
