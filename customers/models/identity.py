@@ -36,3 +36,10 @@ class Identity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
+
+    @property
+    def display_value(self) -> str:
+        """The value as people know it: an external id without its inbox namespace."""
+        if self.kind == IdentityKind.EXTERNAL:
+            return self.value.partition(":")[2] or self.value
+        return self.value

@@ -96,3 +96,9 @@ def test_resolving_a_known_sender_costs_two_queries(django_assert_num_queries: A
     # when / then: one lookup (with the customer joined) and one update of last_seen
     with django_assert_num_queries(2):
         do_resolve_customer(sender(("email", "ana@example.com")), seen_at=timezone.now())
+
+
+def test_external_identity_is_shown_without_its_inbox_namespace() -> None:
+    identity = Identity(kind=IdentityKind.EXTERNAL, value="92a30ba5-4a05-4ecd-9fb5-f77c120dd5d6:user-42")
+    assert identity.display_value == "user-42"
+    assert Identity(kind=IdentityKind.EMAIL, value="a@b.cz").display_value == "a@b.cz"
