@@ -145,15 +145,16 @@ def append_event(
 
 
 class PendingEvents:
-    """Events an action appends to one ticket, written together with one INSERT.
+    """Events an action appends to tickets, written together with one INSERT.
 
-    `add` numbers each event (`ticket.last_event_seq` moves on the instance); `write`
-    inserts them and publishes them after commit. With `save_seq=False` the caller saves
-    `last_event_seq` with its own update of the ticket, in the same transaction, while
-    still holding the ticket's row lock.
+    `add` numbers each event within its ticket (`ticket.last_event_seq` moves on the
+    instance, so one instance per ticket must be used); `write` inserts them and publishes
+    them after commit. With `save_seq=False` the caller saves `last_event_seq` with its own
+    update of the tickets, in the same transaction, while still holding their row locks;
+    `save_seq=True` saves it for the ticket given to the constructor.
     """
 
-    def __init__(self, ticket: Ticket) -> None:
+    def __init__(self, ticket: Ticket | None = None) -> None:
         self.ticket = ticket
         self.events: list[TicketEvent] = []
 
@@ -164,11 +165,14 @@ class PendingEvents:
         actor: User | None = None,
         customer: Customer | None = None,
         message: Message | None = None,
+        ticket: Ticket | None = None,
     ) -> TicketEvent:
-        self.ticket.last_event_seq += 1
+        ticket = ticket or self.ticket
+        assert ticket is not None, "an event needs a ticket"
+        ticket.last_event_seq += 1
         event = TicketEvent(
-            ticket=self.ticket,
-            seq=self.ticket.last_event_seq,
+            ticket=ticket,
+            seq=ticket.last_event_seq,
             type=payload.type,
             actor=actor,
             actor_customer=customer,
@@ -186,8 +190,9 @@ class PendingEvents:
         elif self.events:
             TicketEvent.objects.bulk_create(self.events)
         if save_seq and self.events:
+            assert self.ticket is not None, "save_seq saves the constructor's ticket"
             Ticket.objects.filter(pk=self.ticket.pk).update(last_event_seq=self.ticket.last_event_seq)
         for event in self.events:
-            publish_ticket_event(self.ticket, event)
+            publish_ticket_event(event.ticket, event)
         written, self.events = self.events, []
         return written

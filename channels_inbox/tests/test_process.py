@@ -63,7 +63,7 @@ def test_failure_rolls_back_and_schedules_a_retry(api_inbox: Any, no_inline_task
         Customer.objects.create(name="half-written")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(process_module, "do_ingest_message", broken)
+    monkeypatch.setattr(process_module, "do_ingest_messages", broken)
     # when
     outcome = do_process_inbound_event(event.pk)
     # then: nothing half-written remains, the event waits for its retry
@@ -89,7 +89,7 @@ def test_gives_up_after_the_last_attempt_and_keeps_the_payload(
 ) -> None:
     settings.INBOUND_MAX_ATTEMPTS = 2
     event = receive(api_inbox, api_payload())
-    monkeypatch.setattr(process_module, "do_ingest_message", lambda **kw: 1 / 0)
+    monkeypatch.setattr(process_module, "do_ingest_messages", lambda **kw: 1 / 0)
     assert do_process_inbound_event(event.pk) == "retry"
     assert do_process_inbound_event(event.pk) == "failed"
     event.refresh_from_db()
@@ -137,13 +137,13 @@ def test_two_workers_processing_the_same_event_at_once_make_one_message(
 ) -> None:
     # given: processing is slow enough that both workers are inside it together
     event = receive(api_inbox, api_payload())
-    real = process_module.do_ingest_message
+    real = process_module.do_ingest_messages
 
     def slow(**kwargs: Any) -> Any:
         time.sleep(0.3)
         return real(**kwargs)
 
-    monkeypatch.setattr(process_module, "do_ingest_message", slow)
+    monkeypatch.setattr(process_module, "do_ingest_messages", slow)
     # when
     outcomes = _in_threads(2, lambda i: do_process_inbound_event(event.pk))
     # then
@@ -154,7 +154,8 @@ def test_two_workers_processing_the_same_event_at_once_make_one_message(
 
 
 @pytest.mark.postgres
-def test_new_sender_in_two_events_at_once_is_one_customer(api_inbox: Any, no_inline_tasks: Any) -> None:
+def test_new_sender_in_two_events_at_once_is_one_customer(api_inbox: Any, no_inline_tasks: Any, settings: Any) -> None:
+    settings.INGEST_BATCH_SIZE = 1  # the race between two workers, one event each
     # given: two messages of a brand-new sender, processed by two workers at the same moment
     events = [receive(api_inbox, api_payload(external_id=f"m{i}", thread_key=f"t{i}")) for i in range(2)]
     # when
@@ -173,7 +174,8 @@ def test_concurrent_redelivery_is_stored_once(api_inbox: Any, no_inline_tasks: A
 
 
 @pytest.mark.postgres
-def test_ticket_numbers_are_unique_under_concurrency(api_inbox: Any, no_inline_tasks: Any) -> None:
+def test_ticket_numbers_are_unique_under_concurrency(api_inbox: Any, no_inline_tasks: Any, settings: Any) -> None:
+    settings.INGEST_BATCH_SIZE = 1  # the race between two workers, one event each
     events = [receive(api_inbox, api_payload(external_id=f"m{i}", sender={"identifier": f"u{i}"})) for i in range(6)]
     _in_threads(6, lambda i: do_process_inbound_event(events[i].pk))
     numbers = list(Ticket.objects.values_list("number", flat=True))
@@ -198,7 +200,7 @@ def test_receiving_does_not_wait_for_processing_of_the_same_inbox(
     event = receive(api_inbox, api_payload())
     inside = threading.Event()
     release = threading.Event()
-    real = process_module.do_ingest_message
+    real = process_module.do_ingest_messages
 
     def held(**kwargs: Any) -> Any:
         result = real(**kwargs)
@@ -206,7 +208,7 @@ def test_receiving_does_not_wait_for_processing_of_the_same_inbox(
         release.wait(timeout=10)
         return result
 
-    monkeypatch.setattr(process_module, "do_ingest_message", held)
+    monkeypatch.setattr(process_module, "do_ingest_messages", held)
 
     def work() -> None:
         try:
@@ -231,22 +233,90 @@ def test_receiving_does_not_wait_for_processing_of_the_same_inbox(
 
 @pytest.mark.postgres
 def test_two_customers_starting_one_thread_key_at_once_share_one_ticket(
-    api_inbox: Any, no_inline_tasks: Any, monkeypatch: Any
+    api_inbox: Any, no_inline_tasks: Any, monkeypatch: Any, settings: Any
 ) -> None:
+    settings.INGEST_BATCH_SIZE = 1  # the race between two workers, one event each
     # given: two different senders open the same new conversation key at the same moment
     events = [
         receive(api_inbox, api_payload(external_id=f"m{i}", sender={"identifier": f"u{i}"}, thread_key="group-7"))
         for i in range(2)
     ]
-    real = process_module.do_ingest_message
+    real = process_module.do_ingest_messages
 
     def slow(**kwargs: Any) -> Any:
         time.sleep(0.2)
         return real(**kwargs)
 
-    monkeypatch.setattr(process_module, "do_ingest_message", slow)
+    monkeypatch.setattr(process_module, "do_ingest_messages", slow)
     # when
     _in_threads(2, lambda i: do_process_inbound_event(events[i].pk))
     # then
     assert Ticket.objects.count() == 1
     assert Message.objects.count() == 2
+
+
+def test_a_backlog_is_processed_in_batches_with_the_same_threading(
+    api_inbox: Any, no_inline_tasks: Any, settings: Any
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from channels_inbox.models import InboundEvent as Event
+    from helpdesk.models import TicketEventType
+
+    # given: a backlog where threading inside the batch matters
+    settings.INGEST_BATCH_SIZE = 50
+    payloads = [
+        api_payload(external_id="a1", sender={"identifier": "ana", "email": "ana@example.com"}),
+        api_payload(external_id="b1", sender={"identifier": "bob"}, thread_key="order-7"),
+        api_payload(external_id="a2", sender={"identifier": "ana"}),
+        api_payload(external_id="c1", sender={"identifier": "cyd"}, thread_key="order-7"),
+        api_payload(external_id="a3", sender={"identifier": "ana-2", "email": "ana@example.com"}),
+    ] + [api_payload(external_id=f"n{i}", sender={"identifier": f"new-{i}"}) for i in range(40)]
+    events = [receive(api_inbox, payload) for payload in payloads]
+    # when: one task processes the whole backlog
+    with CaptureQueriesContext(connection) as queries:
+        assert do_process_inbound_event(events[0].pk) == "processed"
+    # then: everything processed, in one transaction of a few statements
+    assert Event.objects.filter(status=InboundEventStatus.PROCESSED).count() == 45
+    assert len(queries) <= 25, [q["sql"][:80] for q in queries]
+    assert [do_process_inbound_event(e.pk) for e in events[1:3]] == ["already", "already"]
+    # and the tickets are the ones one-at-a-time processing gives
+    ticket_of = {m.external_id: m.ticket_id for m in Message.objects.all()}
+    assert ticket_of["a1"] == ticket_of["a2"] == ticket_of["a3"]  # one customer (shared email), one ticket
+    assert ticket_of["b1"] == ticket_of["c1"] != ticket_of["a1"]  # one thread key, two customers
+    assert len(set(ticket_of.values())) == 2 + 40
+    assert Customer.objects.count() == 3 + 40
+    for ticket in Ticket.objects.all():
+        seqs = list(ticket.events.order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(1, ticket.last_event_seq + 1))
+    shared = Ticket.objects.get(pk=ticket_of["a1"])
+    assert list(shared.events.order_by("seq").values_list("type", flat=True)) == [
+        TicketEventType.CREATED,
+        TicketEventType.MESSAGE_RECEIVED,
+        TicketEventType.MESSAGE_RECEIVED,
+        TicketEventType.MESSAGE_RECEIVED,
+    ]
+
+
+def test_a_failing_event_in_a_batch_does_not_hold_up_the_others(
+    api_inbox: Any, no_inline_tasks: Any, monkeypatch: Any, settings: Any
+) -> None:
+    # given: a backlog in which one message cannot be written
+    settings.INGEST_BATCH_SIZE = 50
+    events = [receive(api_inbox, api_payload(external_id=f"m{i}", sender={"identifier": f"u{i}"})) for i in range(5)]
+    real = process_module.do_ingest_messages
+
+    def fails_on_m2(**kwargs: Any) -> Any:
+        if any(item.inbound.external_id == "m2" for item in kwargs["items"]):
+            raise RuntimeError("m2 cannot be written")
+        return real(**kwargs)
+
+    monkeypatch.setattr(process_module, "do_ingest_messages", fails_on_m2)
+    # when
+    outcome = do_process_inbound_event(events[0].pk)
+    # then: the batch fell back to one event at a time
+    assert outcome == "processed"
+    statuses = {e.dedupe_key: (e.status, e.attempts) for e in InboundEvent.objects.all()}
+    assert statuses.pop("m2") == (InboundEventStatus.PENDING, 1)
+    assert set(statuses.values()) == {(InboundEventStatus.PROCESSED, 1)}
+    assert Message.objects.count() == 4

@@ -1,19 +1,22 @@
-"""Threading an inbound message into a ticket: the helpdesk half of the ingest spine."""
+"""Threading inbound messages into tickets: the helpdesk half of the ingest spine."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from helpdesk.attachments import store_attachment
-from helpdesk.events import Created, FollowupCreated, MessageReceived, PendingEvents, StatusChanged, append_event
+from helpdesk.bulk import update_rows
+from helpdesk.events import Created, FollowupCreated, MessageReceived, PendingEvents, StatusChanged
 from helpdesk.html import json_without_nul, sanitize_html, without_nul
 from helpdesk.models import Direction, Message, Ticket, TicketStatus
-from helpdesk.numbers import next_ticket_number
+from helpdesk.numbers import next_ticket_numbers
 
 if TYPE_CHECKING:
     from channels_inbox.adapters.base import InboundMessage
@@ -22,6 +25,21 @@ if TYPE_CHECKING:
 
 # A customer message puts a ticket waiting on the customer back into the agents' hands.
 _REOPENS = (TicketStatus.PENDING, TicketStatus.ON_HOLD, TicketStatus.SOLVED)
+_TICKET_FIELDS = [
+    "last_event_seq",
+    "status",
+    "solved_at",
+    "last_customer_message_at",
+    "last_activity_at",
+    "waiting_since",
+    "updated_at",
+]
+
+
+@dataclass
+class IngestItem:
+    inbound: InboundMessage
+    customer: Customer
 
 
 @dataclass
@@ -33,120 +51,218 @@ class IngestResult:
 
 
 def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Customer) -> IngestResult:
-    """Write one inbound message onto the right ticket, with its events, in one transaction.
+    """Write one inbound message onto the right ticket (see `do_ingest_messages`)."""
+    return do_ingest_messages(inbox=inbox, items=[IngestItem(inbound, customer)])[0]
+
+
+def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[IngestResult]:
+    """Write inbound messages of one inbox onto the right tickets, with their events, in order.
 
     Threading, in order: the adapter's thread key; the provider ids the message replies
     to (only on this customer's tickets); the customer's latest ticket in this inbox.
     A message for a closed ticket opens a follow-up ticket linked to it; a pending, on-hold
-    or solved ticket is reopened. Idempotent on (inbox, external_id).
+    or solved ticket is reopened. Messages are taken one after another, so a batch gives
+    exactly the tickets and events that one message at a time would. Idempotent on
+    (inbox, external_id). One transaction; the statements do not grow with the batch.
+
+    Callers have resolved (and so locked) the customers; thread keys are locked here.
     """
-    # No savepoint when called inside a transaction (process_inbound's): an error here
-    # aborts that whole transaction anyway, so a savepoint would only cost two statements.
+    # No savepoint of its own: inside process_inbound's transaction a failure here aborts
+    # that transaction anyway.
     with transaction.atomic(savepoint=False):
-        if inbound.external_id:
-            existing = (
-                Message.objects.filter(inbox=inbox, external_id=inbound.external_id).select_related("ticket").first()
-            )
-            if existing is not None:
-                return IngestResult(existing, existing.ticket, created_ticket=False, duplicate=True)
-
         now = timezone.now()
-        ticket = _find_ticket(inbox, inbound, customer)
-        created = ticket is None or ticket.status == TicketStatus.CLOSED
-        if created:
-            previous = ticket
-            ticket = _create_ticket(inbox, inbound, customer, followup_of=previous, now=now)
-            if previous is not None:
-                append_event(previous, FollowupCreated(followup_ticket_id=ticket.pk, followup_number=ticket.number))
-        assert ticket is not None
-        events = PendingEvents(ticket)
-        if created:
+        external_ids = [item.inbound.external_id for item in items if item.inbound.external_id]
+        stored: dict[str, Message] = {}
+        if external_ids:
+            stored = {
+                m.external_id: m
+                for m in Message.objects.filter(inbox=inbox, external_id__in=external_ids).select_related("ticket")
+            }
+        fresh = [item for item in items if item.inbound.external_id not in stored]
+        threads = _Threads(inbox, fresh)
+
+        plans: list[_Plan | IngestResult] = []
+        repeated: set[int] = set()  # indexes of a message seen earlier in this same batch
+        new_tickets: list[Ticket] = []
+        seen_ids: dict[str, _Plan] = {}
+        for item in items:
+            inbound, customer = item.inbound, item.customer
+            if inbound.external_id in stored:
+                old = stored[inbound.external_id]
+                plans.append(IngestResult(old, old.ticket, created_ticket=False, duplicate=True))
+                continue
+            if inbound.external_id and inbound.external_id in seen_ids:
+                repeated.add(len(plans))
+                plans.append(seen_ids[inbound.external_id])
+                continue
+            ticket = threads.find(inbound, customer)
+            reopened_from = ""
+            created = ticket is None or ticket.status == TicketStatus.CLOSED
+            previous = ticket if created else None
+            if created:
+                ticket = _new_ticket(inbox, inbound, customer, followup_of=previous, now=now)
+                new_tickets.append(ticket)
+            assert ticket is not None
+            if not created and ticket.status in _REOPENS:
+                reopened_from = ticket.status
+                ticket.status = TicketStatus.OPEN
+                ticket.solved_at = None
+            ticket.last_customer_message_at = now
+            ticket.last_activity_at = now
+            ticket.updated_at = now
+            if ticket.waiting_since is None:
+                ticket.waiting_since = now
+            threads.remember(ticket, inbound, customer)
+            plan = _Plan(item, ticket, created, previous, reopened_from)
+            plans.append(plan)
+            if inbound.external_id:
+                seen_ids[inbound.external_id] = plan
+
+        todo = list(dict.fromkeys(p for p in plans if isinstance(p, _Plan)))
+        for ticket, number in zip(new_tickets, next_ticket_numbers(len(new_tickets)), strict=True):
+            ticket.number = number
+        if new_tickets:
+            Ticket.objects.bulk_create(new_tickets)
+        for plan in todo:
+            plan.message = _message(inbox, plan.item, plan.ticket)
+        if todo:
+            Message.objects.bulk_create([plan.message for plan in todo])
+        for plan in todo:
+            for attachment in plan.item.inbound.attachments:
+                store_attachment(plan.message, attachment.filename, attachment.content, attachment.declared_type)
+
+        events = PendingEvents()
+        touched: dict[int, Ticket] = {}
+        for plan in todo:
+            ticket, customer = plan.ticket, plan.item.customer
+            if plan.created:
+                events.add(
+                    Created(channel=inbox.kind, inbox_id=inbox.pk, followup_of=ticket.followup_of_id),
+                    customer=customer,
+                    ticket=ticket,
+                )
+                if plan.previous is not None:
+                    events.add(
+                        FollowupCreated(followup_ticket_id=ticket.pk, followup_number=ticket.number),
+                        ticket=plan.previous,
+                    )
+                    touched[plan.previous.pk] = plan.previous
+            if plan.reopened_from:
+                events.add(
+                    StatusChanged(old=plan.reopened_from, new=TicketStatus.OPEN), customer=customer, ticket=ticket
+                )
             events.add(
-                Created(channel=inbox.kind, inbox_id=inbox.pk, followup_of=ticket.followup_of_id),
+                MessageReceived(message_id=plan.message.pk, channel=inbox.kind),
                 customer=customer,
+                message=plan.message,
+                ticket=ticket,
             )
-
-        message = Message.objects.create(
-            ticket=ticket,
-            direction=Direction.INBOUND,
-            author_customer=customer,
-            inbox=inbox,
-            channel=inbox.kind,
-            text=without_nul(inbound.text),
-            html=sanitize_html(inbound.html),
-            external_id=inbound.external_id,
-            sent_at=inbound.sent_at,
-            metadata=json_without_nul(inbound.metadata),
-        )
-        for item in inbound.attachments:
-            store_attachment(message, item.filename, item.content, item.declared_type)
-
-        if not created and ticket.status in _REOPENS:
-            old = ticket.status
-            ticket.status = TicketStatus.OPEN
-            ticket.solved_at = None
-            events.add(StatusChanged(old=old, new=TicketStatus.OPEN), customer=customer)
-        events.add(MessageReceived(message_id=message.pk, channel=inbox.kind), customer=customer, message=message)
-        # All events in one INSERT; their sequence number is saved with the ticket below.
+            touched[ticket.pk] = ticket
         events.write(save_seq=False)
+        # One UPDATE for every ticket touched, with the sequence numbers of the events above.
+        update_rows(list(touched.values()), _TICKET_FIELDS)
 
-        ticket.last_customer_message_at = now
-        ticket.last_activity_at = now
-        if ticket.waiting_since is None:
-            ticket.waiting_since = now
-        # One UPDATE of the ticket, with the sequence number of the events appended above.
-        ticket.save(
-            update_fields=[
-                "last_event_seq",
-                "status",
-                "solved_at",
-                "last_customer_message_at",
-                "last_activity_at",
-                "waiting_since",
-                "updated_at",
-            ]
+    return [p if isinstance(p, IngestResult) else p.result(duplicate=i in repeated) for i, p in enumerate(plans)]
+
+
+@dataclass(eq=False)
+class _Plan:
+    item: IngestItem
+    ticket: Ticket
+    created: bool
+    previous: Ticket | None
+    reopened_from: str
+    message: Message = None  # type: ignore[assignment]  # set once the ticket exists
+
+    def result(self, *, duplicate: bool) -> IngestResult:
+        return IngestResult(
+            self.message, self.ticket, created_ticket=self.created and not duplicate, duplicate=duplicate
         )
-    return IngestResult(message, ticket, created_ticket=created)
 
 
-def _find_ticket(inbox: Inbox, inbound: InboundMessage, customer: Customer) -> Ticket | None:
-    """The ticket this message belongs to, row-locked; None when it starts a new one.
+class _Threads:
+    """The tickets a batch's messages may join, row-locked, and the rules to pick one.
 
     Two workers must not both decide "new ticket" for one conversation. Within a customer
     that cannot happen: resolving the customer updated (so locked) the customer's row, so a
-    second message of the same customer waits here until the first one's ticket is
-    committed and visible. A thread key may be shared by several customers, so it is
+    second worker with a message of the same customer waits until the first one's ticket
+    is committed and visible. A thread key may be shared by several customers, so it is
     serialized on its own, with a transaction-scoped advisory lock (SQLite serializes every
-    writer anyway).
+    writer anyway). Tickets are locked in id order, so two batches never deadlock on them.
     """
-    tickets = Ticket.objects.select_for_update()
-    if inbound.thread_key:
-        _lock_thread_key(inbox, inbound.thread_key)
-        # An explicit conversation key decides alone: an unknown key starts a new ticket.
-        return tickets.filter(inbox=inbox, thread_key=inbound.thread_key).order_by("-created_at", "-id").first()
-    if inbound.in_reply_to:
-        ticket_id = (
-            Message.objects.filter(inbox=inbox, external_id__in=inbound.in_reply_to[-50:], ticket__customer=customer)
-            .order_by("-created_at")
-            .values_list("ticket_id", flat=True)
-            .first()
+
+    def __init__(self, inbox: Inbox, items: Sequence[IngestItem]) -> None:
+        keys = sorted({item.inbound.thread_key for item in items if item.inbound.thread_key})
+        customers = {item.customer.pk for item in items if not item.inbound.thread_key}
+        replied = {ref for item in items if not item.inbound.thread_key for ref in item.inbound.in_reply_to[-50:]}
+        _lock_thread_keys(inbox, keys)
+        tickets = Ticket.objects.filter(inbox=inbox)
+        key_ticket: dict[str, int] = {}
+        if keys:
+            # The latest ticket of each key (ids grow with creation).
+            by_key = tickets.filter(thread_key__in=keys).values("thread_key").annotate(latest=Max("id"))
+            key_ticket = {row["thread_key"]: row["latest"] for row in by_key}
+        customer_ticket: dict[int, int] = {}
+        if customers:
+            by_customer = tickets.filter(customer_id__in=customers).values("customer_id").annotate(latest=Max("id"))
+            customer_ticket = {row["customer_id"]: row["latest"] for row in by_customer}
+        self.replies: dict[str, tuple[datetime, int, int]] = {}
+        if replied:
+            answered = Message.objects.filter(inbox=inbox, external_id__in=replied).values_list(
+                "external_id", "created_at", "ticket_id", "ticket__customer_id"
+            )
+            self.replies = {external_id: (at, ticket_id, owner) for external_id, at, ticket_id, owner in answered}
+        wanted = {*key_ticket.values(), *customer_ticket.values(), *(t for _, t, _ in self.replies.values())}
+        locked = (
+            {t.pk: t for t in Ticket.objects.select_for_update().filter(pk__in=wanted).order_by("pk")} if wanted else {}
         )
-        if ticket_id is not None:
-            return tickets.get(pk=ticket_id)
-    return tickets.filter(inbox=inbox, customer=customer).order_by("-created_at", "-id").first()
+        self.by_key = {key: locked[pk] for key, pk in key_ticket.items()}
+        self.by_customer = {customer: locked[pk] for customer, pk in customer_ticket.items()}
+        self.locked = locked
+        self.created: dict[int, int] = {}  # id(new ticket) → its place among this batch's new tickets
+
+    def find(self, inbound: InboundMessage, customer: Customer) -> Ticket | None:
+        if inbound.thread_key:
+            # An explicit conversation key decides alone: an unknown key starts a new ticket.
+            return self.by_key.get(inbound.thread_key)
+        answered = [
+            self.replies[ref][:2]
+            for ref in inbound.in_reply_to[-50:]
+            if self.replies.get(ref, (0, 0, None))[2] == customer.pk
+        ]
+        if answered:
+            return self.locked[max(answered)[1]]
+        return self.by_customer.get(customer.pk)
+
+    def remember(self, ticket: Ticket, inbound: InboundMessage, customer: Customer) -> None:
+        """Later messages of this batch see this ticket as the newest of its key and customer."""
+        if inbound.thread_key:
+            self.by_key[inbound.thread_key] = ticket
+        if ticket.pk is None:
+            self.created.setdefault(id(ticket), len(self.created))
+        current = self.by_customer.get(customer.pk)
+        if current is None or self._age(ticket) >= self._age(current):
+            self.by_customer[customer.pk] = ticket
+
+    def _age(self, ticket: Ticket) -> tuple[int, int]:
+        """Creation order: tickets of this batch after every stored one, among themselves in turn."""
+        return (1, self.created[id(ticket)]) if ticket.pk is None else (0, ticket.pk)
 
 
-def _lock_thread_key(inbox: Inbox, thread_key: str) -> None:
-    if connection.vendor == "postgresql":
+def _lock_thread_keys(inbox: Inbox, keys: list[str]) -> None:
+    if keys and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"thread:{inbox.pk}:{thread_key}"])
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(h) FROM"
+                " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k) AS locks ORDER BY h",
+                [[f"thread:{inbox.pk}:{key}" for key in keys]],
+            )
 
 
-def _create_ticket(
+def _new_ticket(
     inbox: Inbox, inbound: InboundMessage, customer: Customer, *, followup_of: Ticket | None, now: datetime
 ) -> Ticket:
-    return Ticket.objects.create(
-        number=next_ticket_number(),
+    return Ticket(
         subject=without_nul(inbound.subject or _subject_from_text(inbound.text))[:300]
         or (followup_of.subject if followup_of else ""),
         status=TicketStatus.NEW,
@@ -157,6 +273,24 @@ def _create_ticket(
         thread_key=inbound.thread_key,
         followup_of=followup_of,
         last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _message(inbox: Inbox, item: IngestItem, ticket: Ticket) -> Message:
+    inbound = item.inbound
+    return Message(
+        ticket=ticket,
+        direction=Direction.INBOUND,
+        author_customer=item.customer,
+        inbox=inbox,
+        channel=inbox.kind,
+        text=without_nul(inbound.text),
+        html=sanitize_html(inbound.html),
+        external_id=without_nul(inbound.external_id),
+        sent_at=inbound.sent_at,
+        metadata=json_without_nul(inbound.metadata),
     )
 
 
