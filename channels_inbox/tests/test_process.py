@@ -320,3 +320,28 @@ def test_a_failing_event_in_a_batch_does_not_hold_up_the_others(
     assert statuses.pop("m2") == (InboundEventStatus.PENDING, 1)
     assert set(statuses.values()) == {(InboundEventStatus.PROCESSED, 1)}
     assert Message.objects.count() == 4
+
+
+@pytest.mark.postgres
+def test_two_workers_with_batches_of_the_same_customers_keep_one_ticket_each(
+    api_inbox: Any, no_inline_tasks: Any, settings: Any
+) -> None:
+    # given: a backlog of 40 messages from 4 customers, and two workers starting at once
+    settings.INGEST_BATCH_SIZE = 25
+    events = [
+        receive(api_inbox, api_payload(external_id=f"m{i}", sender={"identifier": f"u{i % 4}"})) for i in range(40)
+    ]
+    # when: each takes a batch (SKIP LOCKED gives them different events)
+    outcomes = _in_threads(2, lambda i: do_process_inbound_event(events[i * 20].pk))
+    for event in events:  # the tasks of any event left over
+        do_process_inbound_event(event.pk)
+    # then
+    assert set(outcomes) <= {"processed", "already"}
+    assert InboundEvent.objects.exclude(status=InboundEventStatus.PROCESSED).count() == 0
+    assert Message.objects.count() == 40
+    assert Customer.objects.count() == 4
+    assert Ticket.objects.count() == 4
+    for ticket in Ticket.objects.all():
+        assert ticket.messages.count() == 10
+        seqs = list(ticket.events.order_by("seq").values_list("seq", flat=True))
+        assert seqs == list(range(1, ticket.last_event_seq + 1))

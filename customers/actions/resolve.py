@@ -85,6 +85,9 @@ def do_resolve_customers(
             Customer.objects.bulk_create(planned)
         if attach:
             # A conflict means another worker attached it a moment ago: it stays theirs.
+            # Inserted in key order, so two batches waiting on each other's new identities
+            # wait in the same order and never deadlock.
+            attach.sort(key=lambda pair: pair[1])
             Identity.objects.bulk_create(
                 [Identity(customer=c, kind=kind, value=value, raw_value=value) for c, (kind, value) in attach],
                 ignore_conflicts=True,
