@@ -47,7 +47,7 @@ def do_process_inbound_event(event_id: int, *, batch_size: int | None = None) ->
             outcomes = {pk: do_process_inbound_event(pk, batch_size=1) for pk in claimed}
             return outcomes[event_id]
         logger.exception("processing inbound event %s failed", event_id)
-        return _record_failure(event_id, exc, retryable=True)
+        return _record_failure(event_id, exc)
 
 
 def _process_batch(event_id: int, size: int, claimed: list[int]) -> str:
@@ -118,14 +118,16 @@ def _process_batch(event_id: int, size: int, claimed: list[int]) -> str:
         return str(first.status)
 
 
-def _record_failure(event_id: int, exc: Exception, *, retryable: bool) -> str:
+def _record_failure(event_id: int, exc: Exception) -> str:
+    """A retry with backoff, or `failed` after INBOUND_MAX_ATTEMPTS (payloads that no longer
+    parse are marked failed inside the batch, without retries)."""
     with transaction.atomic():
         event = InboundEvent.objects.select_for_update().filter(pk=event_id).first()
         if event is None or event.status != InboundEventStatus.PENDING:
             return "already"
         event.attempts += 1
         event.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
-        if retryable and event.attempts < settings.INBOUND_MAX_ATTEMPTS:
+        if event.attempts < settings.INBOUND_MAX_ATTEMPTS:
             event.next_attempt_at = timezone.now() + retry_delay(event.attempts)
             outcome = "retry"
         else:
