@@ -46,7 +46,15 @@ def sniff_content_type(content: bytes, declared: str = "") -> str:
     return "text/plain"
 
 
-def store_attachment(message: Message, filename: str, content: bytes, declared_type: str = "") -> Attachment:
+def store_attachment(
+    message: Message,
+    filename: str,
+    content: bytes,
+    declared_type: str = "",
+    *,
+    content_id: str = "",
+    inline: bool = False,
+) -> Attachment:
     if len(content) > settings.ATTACHMENT_MAX_BYTES:
         raise AttachmentTooLarge(f"{filename!r} is over {settings.ATTACHMENT_MAX_BYTES} bytes")
     digest = hashlib.sha256(content).hexdigest()
@@ -57,6 +65,8 @@ def store_attachment(message: Message, filename: str, content: bytes, declared_t
         declared_content_type=declared_type[:127],
         size=len(content),
         sha256=digest,
+        content_id=content_id.strip().strip("<>")[:255],
+        inline=inline,
     )
     path = attachment_path(attachment, attachment.filename)
     # Content-addressed: the same bytes are stored once, whoever sends them again.

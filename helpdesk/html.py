@@ -9,12 +9,15 @@ import nh3
 # nh3's defaults: no script, style, iframes, event handlers or javascript: URLs.
 # Links open in a new tab without access to this window.
 _LINK_REL = "noopener noreferrer nofollow"
+_URL_SCHEMES = {"http", "https", "mailto", "tel", "cid"}
 
 
 def sanitize_html(html: str) -> str:
     if not html:
         return ""
-    return nh3.clean(without_nul(html), link_rel=_LINK_REL)
+    # cid: names an attachment of the same message (an inline image in email); the desk
+    # rewrites it to the attachment's URL when it shows the message.
+    return nh3.clean(without_nul(html), link_rel=_LINK_REL, url_schemes=_URL_SCHEMES)
 
 
 def without_nul(text: str) -> str:

@@ -193,6 +193,9 @@ CELERY_BEAT_SCHEDULE = {
 # --- ingest and delivery --------------------------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=20 * 1024 * 1024)
 ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+# The largest raw email taken in (by IMAP, the MTA pipe or an ESP); larger ones are refused
+# (an MTA then bounces them to their sender) and listed on the mailbox state by IMAP.
+EMAIL_MAX_BYTES = env.int("EMAIL_MAX_BYTES", default=40 * 1024 * 1024)
 INBOUND_MAX_ATTEMPTS = env.int("INBOUND_MAX_ATTEMPTS", default=8)
 # A worker processes up to this many waiting events of one inbox in one transaction.
 INGEST_BATCH_SIZE = env.int("INGEST_BATCH_SIZE", default=50)

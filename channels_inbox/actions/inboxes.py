@@ -29,7 +29,8 @@ def do_create_inbox(
     """Create an inbox; returns it with its generated secrets (the only time they are shown)."""
     adapter = get_adapter(kind)
     values = dict(values or {})
-    secret_values = {k: str(values.pop(k)) for k in list(values) if k in adapter.generated_secrets}
+    secret_names = {*adapter.generated_secrets, *adapter.secret_settings}
+    secret_values = {k: str(values.pop(k)) for k in list(values) if k in secret_names}
     clean = adapter.clean_settings(values)
     secrets = {**adapter.new_secrets(), **secret_values}
     with transaction.atomic():
@@ -44,9 +45,16 @@ def do_create_inbox(
 
 
 def do_update_inbox_settings(inbox: Inbox, *, values: dict[str, Any], actor: User | None = None) -> Inbox:
+    """Change settings; secret settings (passwords, API keys) go to the inbox's secrets."""
+    values = dict(values)
+    secret_values = {k: str(values.pop(k)) for k in list(values) if k in inbox.adapter.secret_settings}
     merged = inbox.adapter.clean_settings({**inbox.settings, **values})
-    inbox.settings = merged
-    inbox.save(update_fields=["settings"])
+    with transaction.atomic():
+        locked = Inbox.objects.select_for_update().get(pk=inbox.pk)
+        locked.settings = merged
+        locked.secrets = {**locked.secrets, **secret_values}
+        locked.save(update_fields=["settings", "secrets"])
+    inbox.settings, inbox.secrets = locked.settings, locked.secrets
     return inbox
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -11,12 +12,17 @@ from django.utils import timezone
 from channels_inbox.actions.delivery import do_apply_delivery_status
 from channels_inbox.actions.receive import retry_delay
 from channels_inbox.adapters.base import BadPayload, DeliveryStatusUpdate, InboundMessage
-from channels_inbox.models import InboundEvent, InboundEventStatus
-from customers.actions.resolve import do_resolve_customers
-from helpdesk.actions.ingest import IngestItem, do_ingest_messages
+from channels_inbox.models import InboundEvent, InboundEventStatus, Inbox
+from customers.actions.resolve import do_resolve_customers, find_customers
+from customers.models import Customer
+from helpdesk.actions.ingest import IngestItem, IngestResult, do_ingest_messages
 from helpdesk.bulk import update_rows
+from helpdesk.models import Message
 
 logger = logging.getLogger(__name__)
+
+# People copied on one message who become CCs of its ticket (a mass mailing's Cc is not a team).
+MAX_CCS = 20
 
 
 def do_process_inbound_event(event_id: int, *, batch_size: int | None = None) -> str:
@@ -103,19 +109,97 @@ def _process_batch(event_id: int, size: int, claimed: list[int]) -> str:
             else:
                 event.status = InboundEventStatus.IGNORED
 
+        messages = _hold_over_rate_limit(inbox, messages, now)
         if messages:
-            customers = do_resolve_customers(
-                [parsed.sender for _, parsed in messages], seen_at=[parsed.sent_at or now for _, parsed in messages]
-            )
-            results = do_ingest_messages(
-                inbox=inbox,
-                items=[IngestItem(parsed, customer) for (_, parsed), customer in zip(messages, customers, strict=True)],
-            )
+            results = _ingest(inbox, messages, now)
             for (event, _), result in zip(messages, results, strict=True):
                 event.message = result.message
+                if result.skipped:
+                    event.status = InboundEventStatus.IGNORED
+            adapter.after_ingest(inbox, results)
         fields = ["message", "status", "processed_at", "attempts", "last_error", "next_attempt_at"]
         update_rows(batch, fields)
         return str(first.status)
+
+
+def _ingest(inbox: Inbox, messages: list[tuple[InboundEvent, InboundMessage]], now: datetime) -> list[IngestResult]:
+    """Resolve senders and CCs to customers, then thread and write the messages.
+
+    An automatic message (auto-reply, list mail) never creates a customer: from an unknown
+    sender it is skipped here, kept as an ignored event.
+    """
+    parsed = [inbound for _, inbound in messages]
+    automatic = [i for i, inbound in enumerate(parsed) if inbound.automatic]
+    known: dict[int, Customer | None] = {}
+    if automatic:
+        found = find_customers([parsed[i].sender for i in automatic])
+        known = dict(zip(automatic, found, strict=True))
+    resolve = [i for i, inbound in enumerate(parsed) if not inbound.automatic]
+    senders = [parsed[i].sender for i in resolve]
+    seen = [parsed[i].sent_at or now for i in resolve]
+    cc_of = {i: parsed[i].cc[:MAX_CCS] for i in resolve if parsed[i].cc}
+    for ccs in cc_of.values():
+        senders += ccs
+        seen += [now] * len(ccs)
+    customers = iter(do_resolve_customers(senders, seen_at=seen) if senders else [])
+    resolved: dict[int, Customer] = {i: next(customers) for i in resolve}
+    cc_customers = {i: [next(customers) for _ in ccs] for i, ccs in cc_of.items()}
+    results: list[IngestResult | None] = [None] * len(parsed)
+    items: list[IngestItem] = []
+    places: list[int] = []
+    for i, inbound in enumerate(parsed):
+        customer = resolved.get(i) or known.get(i)
+        if customer is None:
+            results[i] = IngestResult(None, None, created_ticket=False)
+            continue
+        items.append(IngestItem(inbound, customer, cc_customers.get(i, [])))
+        places.append(i)
+    if items:
+        for i, result in zip(places, do_ingest_messages(inbox=inbox, items=items), strict=True):
+            results[i] = result
+    return [result for result in results if result is not None]
+
+
+def _hold_over_rate_limit(
+    inbox: Inbox, messages: list[tuple[InboundEvent, InboundMessage]], now: datetime
+) -> list[tuple[InboundEvent, InboundMessage]]:
+    """Events of senders over the inbox's hourly limit are held for review, never dropped.
+
+    Counted per sender identity (the channel's own, the first one): the messages stored in
+    the last hour plus the earlier ones of this batch. A released event passes.
+    """
+    limit = inbox.adapter.sender_rate_limit(inbox)
+    if not limit:
+        return messages
+    candidates = [(e, m) for e, m in messages if not m.automatic and e.released_at is None and m.sender.identities]
+    if not candidates:
+        return messages
+    keys = {(m.sender.identities[0].kind, m.sender.identities[0].value) for _, m in candidates}
+    since = now - timedelta(hours=1)
+    counts: dict[tuple[str, str], int] = {}
+    for kind, value in keys:
+        counts[(kind, value)] = Message.objects.filter(
+            inbox=inbox,
+            created_at__gte=since,
+            author_customer__identities__kind=kind,
+            author_customer__identities__value=value,
+        ).count()
+    limited = {id(event) for event, _ in candidates}
+    kept = []
+    for event, inbound in messages:
+        if id(event) not in limited:
+            kept.append((event, inbound))
+            continue
+        key = (inbound.sender.identities[0].kind, inbound.sender.identities[0].value)
+        counts[key] += 1
+        if counts[key] > limit:
+            event.status = InboundEventStatus.HELD
+            event.processed_at = None
+            event.next_attempt_at = None
+            event.last_error = f"held for review: {key[1]} sent more than {limit} messages within an hour"
+        else:
+            kept.append((event, inbound))
+    return kept
 
 
 def _record_failure(event_id: int, exc: Exception) -> str:

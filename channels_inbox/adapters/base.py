@@ -64,6 +64,9 @@ class InboundAttachment:
     filename: str
     content: bytes
     declared_type: str = ""
+    # An email part's Content-ID (without <>), for cid: references from the HTML.
+    content_id: str = ""
+    inline: bool = False
 
 
 @dataclass
@@ -83,6 +86,17 @@ class InboundMessage:
     attachments: list[InboundAttachment] = field(default_factory=list)
     sent_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Numbers of tickets the message names itself (a subject token, a signed reply
+    # address); it joins one only if its sender is a participant of that ticket.
+    ticket_candidates: list[int] = field(default_factory=list)
+    # With no thread key, reply id or candidate: join the customer's latest ticket in the
+    # inbox (chat-like channels) or start a new ticket (email: a new mail is a new request).
+    thread_by_customer: bool = True
+    # Sent by a machine (auto-reply, out-of-office, list mail): it may join an existing
+    # ticket but never opens, reopens or wakes one, and is never answered automatically.
+    automatic: bool = False
+    # Other people on the message (email Cc): they become CCs of its ticket.
+    cc: list[InboundSender] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +141,10 @@ class ChannelAdapter:
     label: ClassVar[str]
     # Secrets generated when an inbox of this kind is created (shown once).
     generated_secrets: ClassVar[tuple[str, ...]] = ()
+    # Settings that are secrets (passwords, API keys): set like settings, stored as secrets.
+    secret_settings: ClassVar[tuple[str, ...]] = ()
+    # False for channels that do not take the generic `/webhooks/<kind>/<uuid>/` POST.
+    accepts_webhooks: ClassVar[bool] = True
     # Settings an admin may set (`inbox create --set key=value`), with their help text.
     settings_help: ClassVar[dict[str, str]] = {}
     required_settings: ClassVar[tuple[str, ...]] = ()
@@ -161,3 +179,11 @@ class ChannelAdapter:
     def recipient_for(self, inbox: Inbox, customer_identities: list[IdentityRef]) -> str:
         """The address to answer this customer on through this inbox ('' if none)."""
         raise NotImplementedError
+
+    def sender_rate_limit(self, inbox: Inbox) -> int | None:
+        """Messages per sender per hour above which new ones are held for review (None: no limit)."""
+        return None
+
+    def after_ingest(self, inbox: Inbox, results: list[Any]) -> None:
+        """Channel work once messages are on their tickets, in the same transaction
+        (e.g. email's auto-acknowledgement, written as an outbox row)."""

@@ -1,5 +1,6 @@
 from channels_inbox.models.delivery import OutboundDelivery
 from channels_inbox.models.inbound_event import InboundEvent, InboundEventStatus
 from channels_inbox.models.inbox import Inbox
+from channels_inbox.models.mailbox import MailboxState
 
-__all__ = ["InboundEvent", "InboundEventStatus", "Inbox", "OutboundDelivery"]
+__all__ = ["InboundEvent", "InboundEventStatus", "Inbox", "MailboxState", "OutboundDelivery"]

@@ -8,6 +8,8 @@ class InboundEventStatus(models.TextChoices):
     PROCESSED = "processed", "Processed"
     # Kept but produced no message (e.g. an auto-reply or an unsupported event).
     IGNORED = "ignored", "Ignored"
+    # Held for review by a person (e.g. a sender over the rate limit); released by hand.
+    HELD = "held", "Held for review"
     # Gave up after INBOUND_MAX_ATTEMPTS; the raw payload stays for inspection and replay.
     FAILED = "failed", "Failed"
 
@@ -33,6 +35,8 @@ class InboundEvent(models.Model):
     # When the sweeper may hand it to a worker again (after a failure or a lost task).
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # When a person released it from HELD: it is then processed without the limits that held it.
+    released_at = models.DateTimeField(null=True, blank=True)
     message = models.ForeignKey(
         "helpdesk.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="inbound_events"
     )

@@ -31,7 +31,7 @@ def webhook(request: HttpRequest, provider: str, inbox_uuid: str) -> JsonRespons
     except ValueError:
         return _error(404, "no such inbox")
     inbox = Inbox.objects.filter(uuid=public_id, kind=provider, is_active=True).first()
-    if inbox is None:
+    if inbox is None or not inbox.adapter.accepts_webhooks:
         return _error(404, "no such inbox")
     limit = inbox.adapter.max_body_bytes or settings.WEBHOOK_MAX_BODY_BYTES
     try:

@@ -98,6 +98,14 @@ def do_resolve_customers(
     return chosen
 
 
+def find_customers(senders: Sequence[InboundSender]) -> list[Customer | None]:
+    """The known customer behind each sender (by its identities, in order), creating nobody."""
+    keys_of = [list(dict.fromkeys((r.kind, r.value) for r in sender.identities)) for sender in senders]
+    wanted = {key for keys in keys_of for key in keys}
+    owner = _owners(wanted) if wanted else {}
+    return [next((owner[key] for key in keys if key in owner), None) for keys in keys_of]
+
+
 def _owners(keys: set[Key]) -> dict[Key, Customer]:
     return {(i.kind, i.value): i.customer for i in Identity.objects.filter(_any_of(keys)).select_related("customer")}
 

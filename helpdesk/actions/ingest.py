@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 from django.db.models import Max
+from django.db.models.functions import Lower
 from django.utils import timezone
 
+from customers.models import IdentityKind
 from helpdesk.attachments import store_attachment
 from helpdesk.bulk import update_rows
 from helpdesk.events import Created, FollowupCreated, MessageReceived, PendingEvents, StatusChanged
 from helpdesk.html import json_without_nul, sanitize_html, without_nul
-from helpdesk.models import Direction, Message, Ticket, TicketStatus
+from helpdesk.models import Direction, Message, Ticket, TicketCC, TicketStatus, User
 from helpdesk.numbers import next_ticket_numbers
 
 if TYPE_CHECKING:
@@ -40,30 +42,49 @@ _TICKET_FIELDS = [
 class IngestItem:
     inbound: InboundMessage
     customer: Customer
+    # The people on the message's Cc, resolved; they become CCs of its ticket.
+    cc_customers: list[Customer] = field(default_factory=list)
 
 
 @dataclass
 class IngestResult:
-    message: Message
-    ticket: Ticket
+    # None when the message was skipped: an automatic message with no ticket to join.
+    message: Message | None
+    ticket: Ticket | None
     created_ticket: bool
     duplicate: bool = False
 
+    @property
+    def skipped(self) -> bool:
+        return self.message is None
 
-def do_ingest_message(*, inbox: Inbox, inbound: InboundMessage, customer: Customer) -> IngestResult:
+
+def do_ingest_message(
+    *, inbox: Inbox, inbound: InboundMessage, customer: Customer, cc_customers: Sequence[Customer] = ()
+) -> IngestResult:
     """Write one inbound message onto the right ticket (see `do_ingest_messages`)."""
-    return do_ingest_messages(inbox=inbox, items=[IngestItem(inbound, customer)])[0]
+    return do_ingest_messages(inbox=inbox, items=[IngestItem(inbound, customer, list(cc_customers))])[0]
 
 
 def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[IngestResult]:
     """Write inbound messages of one inbox onto the right tickets, with their events, in order.
 
-    Threading, in order: the adapter's thread key; the provider ids the message replies
-    to (only on this customer's tickets); the customer's latest ticket in this inbox.
+    Threading, in order: the adapter's thread key (it decides alone); the provider ids the
+    message replies to; the ticket numbers the message names (`ticket_candidates`); and,
+    for chat-like channels (`thread_by_customer`), the customer's latest ticket in this
+    inbox. A reply id or a named ticket is taken only if the sender may write to that
+    ticket: its customer, one of its CCs, or an agent — a stranger who guesses a number
+    starts a ticket of their own. Otherwise a new ticket.
+
     A message for a closed ticket opens a follow-up ticket linked to it; a pending, on-hold
-    or solved ticket is reopened. Messages are taken one after another, so a batch gives
-    exactly the tickets and events that one message at a time would. Idempotent on
-    (inbox, external_id). One transaction; the statements do not grow with the batch.
+    or solved ticket is reopened. An automatic message (auto-reply, list mail) joins an
+    existing ticket without reopening it or changing whose turn it is, and is skipped
+    when there is none to join. Cc'd people become CCs of the ticket.
+
+    Messages are taken one after another, so a batch gives exactly the tickets and events
+    that one message at a time would (a reply to a message earlier in the batch joins its
+    ticket). Idempotent on (inbox, external_id). One transaction; the statements do not
+    grow with the batch.
 
     Callers have resolved (and so locked) the customers; thread keys are locked here.
     """
@@ -96,6 +117,9 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
                 plans.append(seen_ids[inbound.external_id])
                 continue
             ticket = threads.find(inbound, customer)
+            if inbound.automatic and (ticket is None or ticket.status == TicketStatus.CLOSED):
+                plans.append(IngestResult(None, None, created_ticket=False))
+                continue
             reopened_from = ""
             created = ticket is None or ticket.status == TicketStatus.CLOSED
             previous = ticket if created else None
@@ -103,16 +127,17 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
                 ticket = _new_ticket(inbox, inbound, customer, followup_of=previous, now=now)
                 new_tickets.append(ticket)
             assert ticket is not None
-            if not created and ticket.status in _REOPENS:
-                reopened_from = ticket.status
-                ticket.status = TicketStatus.OPEN
-                ticket.solved_at = None
-            ticket.last_customer_message_at = now
+            if not inbound.automatic:
+                if not created and ticket.status in _REOPENS:
+                    reopened_from = ticket.status
+                    ticket.status = TicketStatus.OPEN
+                    ticket.solved_at = None
+                ticket.last_customer_message_at = now
+                if ticket.waiting_since is None:
+                    ticket.waiting_since = now
             ticket.last_activity_at = now
             ticket.updated_at = now
-            if ticket.waiting_since is None:
-                ticket.waiting_since = now
-            threads.remember(ticket, inbound, customer)
+            threads.remember(ticket, item)
             plan = _Plan(item, ticket, created, previous, reopened_from)
             plans.append(plan)
             if inbound.external_id:
@@ -129,7 +154,22 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
             Message.objects.bulk_create([plan.message for plan in todo])
         for plan in todo:
             for attachment in plan.item.inbound.attachments:
-                store_attachment(plan.message, attachment.filename, attachment.content, attachment.declared_type)
+                store_attachment(
+                    plan.message,
+                    attachment.filename,
+                    attachment.content,
+                    attachment.declared_type,
+                    content_id=attachment.content_id,
+                    inline=attachment.inline,
+                )
+        ccs = {
+            (plan.ticket.pk, cc.pk): TicketCC(ticket=plan.ticket, customer=cc)
+            for plan in todo
+            for cc in plan.item.cc_customers
+            if cc.pk != plan.ticket.customer_id
+        }
+        if ccs:
+            TicketCC.objects.bulk_create(list(ccs.values()), ignore_conflicts=True)
 
         events = PendingEvents()
         touched: dict[int, Ticket] = {}
@@ -192,9 +232,13 @@ class _Threads:
     """
 
     def __init__(self, inbox: Inbox, items: Sequence[IngestItem]) -> None:
+        unkeyed = [item.inbound for item in items if not item.inbound.thread_key]
         keys = sorted({item.inbound.thread_key for item in items if item.inbound.thread_key})
-        customers = {item.customer.pk for item in items if not item.inbound.thread_key}
-        replied = {ref for item in items if not item.inbound.thread_key for ref in item.inbound.in_reply_to[-50:]}
+        customers = {
+            item.customer.pk for item in items if not item.inbound.thread_key and item.inbound.thread_by_customer
+        }
+        replied = {ref for inbound in unkeyed for ref in inbound.in_reply_to[-50:]}
+        numbers = {number for inbound in unkeyed for number in inbound.ticket_candidates[:10]}
         _lock_thread_keys(inbox, keys)
         tickets = Ticket.objects.filter(inbox=inbox)
         key_ticket: dict[str, int] = {}
@@ -206,40 +250,75 @@ class _Threads:
         if customers:
             by_customer = tickets.filter(customer_id__in=customers).values("customer_id").annotate(latest=Max("id"))
             customer_ticket = {row["customer_id"]: row["latest"] for row in by_customer}
-        self.replies: dict[str, tuple[datetime, int, int]] = {}
+        replies: dict[str, tuple[datetime, int]] = {}
         if replied:
             answered = Message.objects.filter(inbox=inbox, external_id__in=replied).values_list(
-                "external_id", "created_at", "ticket_id", "ticket__customer_id"
+                "external_id", "created_at", "ticket_id"
             )
-            self.replies = {external_id: (at, ticket_id, owner) for external_id, at, ticket_id, owner in answered}
-        wanted = {*key_ticket.values(), *customer_ticket.values(), *(t for _, t, _ in self.replies.values())}
+            replies = {external_id: (at, ticket_id) for external_id, at, ticket_id in answered}
+        # Named tickets may have started in any inbox: a customer may answer on another address.
+        number_ticket = dict(Ticket.objects.filter(number__in=numbers).values_list("number", "id")) if numbers else {}
+        wanted = {*key_ticket.values(), *customer_ticket.values(), *(t for _, t in replies.values())}
+        wanted |= set(number_ticket.values())
         locked = (
             {t.pk: t for t in Ticket.objects.select_for_update().filter(pk__in=wanted).order_by("pk")} if wanted else {}
         )
         self.by_key = {key: locked[pk] for key, pk in key_ticket.items()}
         self.by_customer = {customer: locked[pk] for customer, pk in customer_ticket.items()}
-        self.locked = locked
+        self.by_number = {number: locked[pk] for number, pk in number_ticket.items()}
+        # Reply id → (order, ticket): stored messages by time, then this batch's in turn.
+        self.replies: dict[str, tuple[tuple[int, float, int], Ticket]] = {
+            ref: ((0, at.timestamp(), ticket_id), locked[ticket_id]) for ref, (at, ticket_id) in replies.items()
+        }
+        # Who may write to each ticket besides its customer (by id() of the ticket object).
+        self.ccs: dict[int, set[int]] = {}
+        if locked and (replied or numbers):
+            for ticket_id, customer_id in TicketCC.objects.filter(ticket_id__in=locked).values_list(
+                "ticket_id", "customer_id"
+            ):
+                self.ccs.setdefault(id(locked[ticket_id]), set()).add(customer_id)
+        self.agent_emails = _agent_emails(items) if replied or numbers else set()
         self.created: dict[int, int] = {}  # id(new ticket) → its place among this batch's new tickets
+
+    def may_write(self, ticket: Ticket, inbound: InboundMessage, customer: Customer) -> bool:
+        """The sender is the ticket's customer, one of its CCs, or an agent."""
+        if ticket.customer_id == customer.pk or customer.pk in self.ccs.get(id(ticket), ()):
+            return True
+        return any(
+            ref.kind == IdentityKind.EMAIL and ref.value in self.agent_emails for ref in inbound.sender.identities
+        )
 
     def find(self, inbound: InboundMessage, customer: Customer) -> Ticket | None:
         if inbound.thread_key:
             # An explicit conversation key decides alone: an unknown key starts a new ticket.
             return self.by_key.get(inbound.thread_key)
         answered = [
-            self.replies[ref][:2]
+            self.replies[ref]
             for ref in inbound.in_reply_to[-50:]
-            if self.replies.get(ref, (0, 0, None))[2] == customer.pk
+            if ref in self.replies and self.may_write(self.replies[ref][1], inbound, customer)
         ]
         if answered:
-            return self.locked[max(answered)[1]]
-        return self.by_customer.get(customer.pk)
+            return max(answered, key=lambda pair: pair[0])[1]
+        for number in inbound.ticket_candidates[:10]:
+            named = self.by_number.get(number)
+            if named is not None and self.may_write(named, inbound, customer):
+                return named
+        if inbound.thread_by_customer:
+            return self.by_customer.get(customer.pk)
+        return None
 
-    def remember(self, ticket: Ticket, inbound: InboundMessage, customer: Customer) -> None:
-        """Later messages of this batch see this ticket as the newest of its key and customer."""
+    def remember(self, ticket: Ticket, item: IngestItem) -> None:
+        """Later messages of this batch see this ticket as the newest of its key and customer,
+        may reply to this message, and count its CCs as participants."""
+        inbound, customer = item.inbound, item.customer
         if inbound.thread_key:
             self.by_key[inbound.thread_key] = ticket
         if ticket.pk is None:
             self.created.setdefault(id(ticket), len(self.created))
+        if inbound.external_id:
+            self.replies[inbound.external_id] = ((1, float(len(self.replies)), 0), ticket)
+        if item.cc_customers:
+            self.ccs.setdefault(id(ticket), set()).update(c.pk for c in item.cc_customers)
         current = self.by_customer.get(customer.pk)
         if current is None or self._age(ticket) >= self._age(current):
             self.by_customer[customer.pk] = ticket
@@ -247,6 +326,15 @@ class _Threads:
     def _age(self, ticket: Ticket) -> tuple[int, int]:
         """Creation order: tickets of this batch after every stored one, among themselves in turn."""
         return (1, self.created[id(ticket)]) if ticket.pk is None else (0, ticket.pk)
+
+
+def _agent_emails(items: Sequence[IngestItem]) -> set[str]:
+    """The senders' email addresses that belong to active agents."""
+    emails = {ref.value for item in items for ref in item.inbound.sender.identities if ref.kind == IdentityKind.EMAIL}
+    if not emails:
+        return set()
+    users = User.objects.filter(is_active=True, agent__isnull=False).annotate(address=Lower("email"))
+    return set(users.filter(address__in=emails).values_list("address", flat=True))
 
 
 def _lock_thread_keys(inbox: Inbox, keys: list[str]) -> None:

@@ -1,7 +1,7 @@
 from helpdesk.models.agent import AgentProfile, Presence, Role, Team, User
 from helpdesk.models.event import TicketEvent, TicketEventType
 from helpdesk.models.message import DELIVERY_RANK, Attachment, DeliveryStatus, Direction, Message
-from helpdesk.models.ticket import Priority, Tag, Ticket, TicketStatus
+from helpdesk.models.ticket import Priority, Tag, Ticket, TicketCC, TicketStatus
 
 __all__ = [
     "DELIVERY_RANK",
@@ -16,6 +16,7 @@ __all__ = [
     "Tag",
     "Team",
     "Ticket",
+    "TicketCC",
     "TicketEvent",
     "TicketEventType",
     "TicketStatus",

@@ -21,10 +21,12 @@ class DeliveryStatus(models.TextChoices):
 
 
 # A status callback may move a delivery to a higher rank only (callbacks arrive out of order).
+# Failed ranks above sent: a provider (or a bounce) may report a sent message undeliverable;
+# below delivered: a message reported delivered or read did arrive after all.
 DELIVERY_RANK = {
     DeliveryStatus.QUEUED: 0,
-    DeliveryStatus.FAILED: 1,
-    DeliveryStatus.SENT: 2,
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.FAILED: 2,
     DeliveryStatus.DELIVERED: 3,
     DeliveryStatus.READ: 4,
 }
@@ -96,6 +98,10 @@ class Attachment(models.Model):
     declared_content_type = models.CharField(max_length=127, blank=True)
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
+    # An email part's Content-ID (without <>): the message's HTML refers to it as cid:….
+    content_id = models.CharField(max_length=255, blank=True)
+    # Shown within the message (an inline image) rather than listed as a file.
+    inline = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

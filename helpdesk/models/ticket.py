@@ -96,3 +96,25 @@ class Ticket(models.Model):
     @property
     def is_closed(self) -> bool:
         return self.status == TicketStatus.CLOSED
+
+
+class TicketCC(models.Model):
+    """One person copied on a ticket: they may write to it and receive its public replies.
+
+    Filled from the Cc of inbound email (each person a customer with identities of their
+    own); the ticket's own customer is never a CC of it.
+    """
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="ccs")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="cc_tickets")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "ticket CC"
+        constraints = [
+            # Serves "the CCs of these tickets" (threading, replies) and keeps one row per person.
+            models.UniqueConstraint(fields=["ticket", "customer"], name="ticketcc_ticket_customer_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"CC {self.customer_id} on ticket {self.ticket_id}"

@@ -81,4 +81,6 @@ def ingest(
         attachments=[InboundAttachment(name, content) for name, content in attachments or []],
     )
     customer = do_resolve_customer(sender, seen_at=timezone.now())
-    return do_ingest_message(inbox=inbox, inbound=inbound, customer=customer).ticket
+    ticket = do_ingest_message(inbox=inbox, inbound=inbound, customer=customer).ticket
+    assert ticket is not None
+    return ticket

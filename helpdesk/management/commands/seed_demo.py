@@ -670,7 +670,9 @@ class Command(BaseCommand):
             sent_at=when,
         )
         customer = do_resolve_customer(sender, seen_at=when)
-        return do_ingest_message(inbox=inbox, inbound=message, customer=customer).ticket.pk
+        ticket = do_ingest_message(inbox=inbox, inbound=message, customer=customer).ticket
+        assert ticket is not None, "demo messages are never automatic"
+        return ticket.pk
 
     def _agent_step(
         self, ticket: Ticket, step: Step, users: dict[str, User], teams: dict[str, Team], when: datetime

@@ -1,0 +1,1 @@
+"""The email channel's parts: parsing raw mail, reply tokens, building outgoing mail, IMAP polling."""
