@@ -7,17 +7,18 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from channels_inbox.actions.delivery import do_apply_delivery_status
 from channels_inbox.actions.receive import retry_delay
-from channels_inbox.adapters.base import BadPayload, DeliveryStatusUpdate, InboundMessage
+from channels_inbox.adapters.base import BadPayload, DeliveryStatusUpdate, IdentityRef, InboundMessage, InboundSender
 from channels_inbox.models import InboundEvent, InboundEventStatus, Inbox
 from customers.actions.resolve import do_resolve_customers, find_customers
 from customers.models import Customer
 from helpdesk.actions.ingest import IngestItem, IngestResult, do_ingest_messages
 from helpdesk.bulk import update_rows
-from helpdesk.models import Message
+from helpdesk.models import Direction, Message
 
 logger = logging.getLogger(__name__)
 
@@ -175,15 +176,23 @@ def _hold_over_rate_limit(
     if not candidates:
         return messages
     keys = {(m.sender.identities[0].kind, m.sender.identities[0].value) for _, m in candidates}
-    since = now - timedelta(hours=1)
-    counts: dict[tuple[str, str], int] = {}
-    for kind, value in keys:
-        counts[(kind, value)] = Message.objects.filter(
-            inbox=inbox,
-            created_at__gte=since,
-            author_customer__identities__kind=kind,
-            author_customer__identities__value=value,
-        ).count()
+    # Two statements per batch: the known senders' customers, then their messages of the hour.
+    owners = find_customers([InboundSender(identities=[IdentityRef(kind, value)]) for kind, value in keys])
+    customer_of = {key: c.pk for key, c in zip(keys, owners, strict=True) if c is not None}
+    recent: dict[int, int] = {}
+    if customer_of:
+        rows = (
+            Message.objects.filter(
+                inbox=inbox,
+                direction=Direction.INBOUND,
+                author_customer_id__in=set(customer_of.values()),
+                created_at__gte=now - timedelta(hours=1),
+            )
+            .values("author_customer_id")
+            .annotate(n=Count("id"))
+        )
+        recent = {row["author_customer_id"]: row["n"] for row in rows}
+    counts = {key: recent.get(customer_of.get(key, 0), 0) for key in keys}
     limited = {id(event) for event, _ in candidates}
     kept = []
     for event, inbound in messages:

@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from channels_inbox.actions.receive import insert_inbound_event
 from channels_inbox.adapters.base import BadPayload, PayloadTooLarge
-from channels_inbox.models import InboundEvent, Inbox
+from channels_inbox.models import Inbox
 
 
 @dataclass
@@ -57,18 +58,16 @@ def store_email(inbox: Inbox, raw: bytes, *, dedupe_key: str, source: str) -> Em
     from channels_inbox.tasks import process_inbound
     from helpdesk.sideeffects import enqueue
 
-    event, created = InboundEvent.objects.get_or_create(
-        inbox=inbox,
-        dedupe_key=dedupe_key[:255],
-        defaults={
-            "payload": raw,
-            "headers": {"content-type": "message/rfc822", "source": source[:100]},
-            "next_attempt_at": timezone.now(),
-        },
+    event_id, created = insert_inbound_event(
+        inbox,
+        dedupe_key=dedupe_key,
+        payload=raw,
+        headers={"content-type": "message/rfc822", "source": source[:100]},
+        due=timezone.now(),
     )
     if created:
-        enqueue(process_inbound, event.pk)
-    return EmailReceipt(event_id=event.pk, stored=created)
+        enqueue(process_inbound, event_id)
+    return EmailReceipt(event_id=event_id, stored=created)
 
 
 def do_receive_email(inbox: Inbox, raw: bytes, *, source: str, dedupe_key: str = "") -> EmailReceipt:
