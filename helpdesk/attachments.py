@@ -15,6 +15,8 @@ from helpdesk.models import Attachment, Message
 from helpdesk.models.message import attachment_path
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+# Direction controls make "évil\u202egpj.exe" display as "éviexe.jpg": never part of a name.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
 
 
 class AttachmentTooLarge(ValueError):
@@ -25,7 +27,7 @@ def safe_filename(name: str) -> str:
     """A display name without paths, control or shell-special characters, at most 200 chars."""
     name = unicodedata.normalize("NFC", name or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip(" ._")
+    name = _UNSAFE.sub("_", _BIDI.sub("", name)).strip(" ._")
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
         name = (stem[:190] + dot + ext[:9]) if dot and len(ext) <= 9 else name[:200]

@@ -154,7 +154,10 @@ class EmailAdapter(ChannelAdapter):
                 continue
             seen.add(identity.value)
             cc.append(InboundSender(identities=[identity], name=address.name[:200]))
-        recipients = [*mail.delivered_to, *(a.address for a in mail.to), *(a.address for a in mail.cc)]
+        # An ESP's envelope recipient (kept in the event's headers) first: the address the
+        # mail was really delivered to, also when it is in no header (Bcc).
+        envelope = [str(headers["envelope-recipient"])] if headers.get("envelope-recipient") else []
+        recipients = [*envelope, *mail.delivered_to, *(a.address for a in mail.to), *(a.address for a in mail.cc)]
         candidates = numbers_in_subject(mail.subject)
         candidates += [n for n in numbers_in_addresses(inbox, recipients) if n not in candidates]
         attachments, skipped = [], []
@@ -201,6 +204,7 @@ class EmailAdapter(ChannelAdapter):
             "from": fmt(mail.from_) if mail.from_ else "",
             "to": [fmt(a) for a in mail.to][:50],
             "cc": [fmt(a) for a in mail.cc][:50],
+            "subject": mail.subject[:300],
             "references": mail.references[-10:],
             "visible_text": mail.visible_text,
         }
