@@ -106,6 +106,16 @@ class DeliveryChanged(EventPayload):
     error: str = ""
 
 
+@dataclass(frozen=True)
+class AutoReplySent(EventPayload):
+    """An automatic reply (an email acknowledgement) was queued: not an agent's reply, so it
+    neither counts as the first response nor changes whose turn it is."""
+
+    type = TicketEventType.AUTO_REPLY_SENT
+    message_id: int
+    channel: str
+
+
 EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
     cls.type.value: cls
     for cls in (
@@ -120,6 +130,7 @@ EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
         TagsChanged,
         FollowupCreated,
         DeliveryChanged,
+        AutoReplySent,
     )
 }
 

@@ -18,6 +18,7 @@ class TicketEventType(models.TextChoices):
     TAGS_CHANGED = "tags_changed", "Tags changed"
     FOLLOWUP_CREATED = "followup_created", "Follow-up created"
     DELIVERY_CHANGED = "delivery_changed", "Delivery state changed"
+    AUTO_REPLY_SENT = "auto_reply_sent", "Automatic reply sent"
 
 
 class TicketEvent(models.Model):
