@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from channels_inbox.actions.delivery import do_attempt_delivery
+from channels_inbox.actions.mailbox import do_poll_due_mailboxes, do_poll_mailbox
 from channels_inbox.actions.process import do_process_inbound_event
 from channels_inbox.actions.sweep import do_sweep
 
@@ -23,3 +24,20 @@ def deliver(delivery_id: int) -> str:
 def sweep() -> dict[str, int]:
     result = do_sweep()
     return {"inbound": result.inbound, "deliveries": result.deliveries}
+
+
+@shared_task(name="channels_inbox.tasks.poll_mailbox")
+def poll_mailbox(inbox_id: int) -> dict[str, object]:
+    from channels_inbox.email.imap import has_imap
+    from channels_inbox.models import Inbox
+
+    inbox = Inbox.objects.filter(pk=inbox_id, is_active=True).first()
+    if inbox is None or not has_imap(inbox):
+        return {"status": "missing", "stored": 0}
+    result = do_poll_mailbox(inbox)
+    return {"status": result.status, "stored": result.stored}
+
+
+@shared_task(name="channels_inbox.tasks.poll_mailboxes")
+def poll_mailboxes() -> dict[str, int]:
+    return {"queued": len(do_poll_due_mailboxes().queued)}

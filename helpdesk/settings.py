@@ -183,10 +183,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TIMEZONE = "UTC"
 SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=30.0)
+# IMAP: how often each mailbox is polled (beat queues the due ones at this interval).
+IMAP_POLL_INTERVAL_SECONDS = env.float("IMAP_POLL_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-lost-work": {
         "task": "channels_inbox.tasks.sweep",
         "schedule": SWEEP_INTERVAL_SECONDS,
+    },
+    "poll-mailboxes": {
+        "task": "channels_inbox.tasks.poll_mailboxes",
+        "schedule": IMAP_POLL_INTERVAL_SECONDS,
     },
 }
 
@@ -209,6 +215,14 @@ WORK_LEASE_SECONDS = env.float("WORK_LEASE_SECONDS", default=300.0)
 # How long the sweeper leaves fresh work to the task queued for it.
 SWEEP_GRACE_SECONDS = env.float("SWEEP_GRACE_SECONDS", default=60.0)
 DEFAULT_PHONE_REGION = env.str("DEFAULT_PHONE_REGION", default="") or None
+# IMAP polling: timeout of one network operation; after a failed connection a mailbox waits
+# base × 2^(failures − 1) seconds, at most the max; a poller holds a folder for the lease.
+IMAP_TIMEOUT_SECONDS = env.float("IMAP_TIMEOUT_SECONDS", default=30.0)
+IMAP_BACKOFF_BASE_SECONDS = env.float("IMAP_BACKOFF_BASE_SECONDS", default=30.0)
+IMAP_BACKOFF_MAX_SECONDS = env.float("IMAP_BACKOFF_MAX_SECONDS", default=3600.0)
+IMAP_LEASE_SECONDS = env.float("IMAP_LEASE_SECONDS", default=300.0)
+# `poll_mailboxes --idle` ends and re-issues IDLE this often (RFC 2177: at most 29 minutes).
+IMAP_IDLE_SECONDS = env.float("IMAP_IDLE_SECONDS", default=1500.0)
 
 # --- email ------------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
