@@ -43,6 +43,32 @@ def test_inbox_create_prints_uuid_token_webhook_and_secrets_as_json() -> None:
     assert data["slug"] == "shop"
 
 
+def test_email_inbox_create_prints_each_esps_url_with_credentials_only_once() -> None:
+    # when
+    data = json.loads(
+        run("inbox", "create", "--kind", "email", "--name", "Support", "--set", "address=support@example.com", "--json")
+    )
+    # then
+    inbox = Inbox.objects.get()
+    secret = inbox.secret("webhook_secret")
+    assert data["secrets"]["webhook_secret"] == secret
+    assert data["webhook_url"] == f"http://127.0.0.1:8000/webhooks/email/<esp>/{inbox.uuid}/"
+    assert set(data["webhook_urls"]) == {"mailgun", "postmark", "sendgrid", "amazon_ses", "mailjet", "brevo"}
+    assert (
+        data["webhook_urls"]["postmark"]
+        == f"http://support:{secret}@127.0.0.1:8000/webhooks/email/postmark/{inbox.uuid}/"
+    )
+    # shown later: the URLs without the credentials
+    for shown in (json.loads(run("inbox", "show", "support", "--json")), json.loads(run("inbox", "list", "--json"))[0]):
+        assert shown["webhook_urls"]["mailgun"] == f"http://127.0.0.1:8000/webhooks/email/mailgun/{inbox.uuid}/mime"
+        assert secret not in json.dumps(shown)
+    # a rotation prints the new ones
+    rotated = json.loads(run("inbox", "rotate-secret", "support", "--name", "webhook_secret", "--json"))
+    new = rotated["secrets"]["webhook_secret"]
+    assert new != secret
+    assert rotated["webhook_urls"]["brevo"] == f"http://support:{new}@127.0.0.1:8000/webhooks/email/brevo/{inbox.uuid}/"
+
+
 def test_inbox_list_and_show_never_print_secrets() -> None:
     created = json.loads(run("inbox", "create", "--kind", "api", "--name", "Shop", "--json"))
     secret = created["secrets"]["signing_secret"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -14,7 +15,29 @@ from helpdesk.models import Team, User
 
 
 def webhook_url(inbox: Inbox) -> str:
+    if inbox.kind == "email":
+        # One URL per ESP (see email_webhook_urls); the generic door takes no email.
+        return f"{settings.SITE_URL}/webhooks/email/<esp>/{inbox.uuid}/"
     return f"{settings.SITE_URL}/webhooks/{inbox.kind}/{inbox.uuid}/"
+
+
+def email_webhook_urls(inbox: Inbox, *, with_credentials: bool = False) -> dict[str, str]:
+    """The inbound URL to give each ESP; with credentials: `https://<slug>:<webhook_secret>@host/…`.
+
+    The ESP sends the URL's credentials as HTTP basic auth, which the webhook checks. They
+    are the inbox's secret, so they are shown only where secrets are (at creation, rotation).
+    """
+    from channels_inbox.email.esp import ESP_NAMES
+
+    site = urlsplit(settings.SITE_URL)
+    netloc = site.netloc
+    if with_credentials:
+        secret = inbox.secret("webhook_secret")
+        netloc = f"{quote(inbox.slug, safe='')}:{quote(secret, safe='')}@{site.netloc}"
+    paths = {esp: f"{site.path}/webhooks/email/{esp}/{inbox.uuid}/" for esp in ESP_NAMES}
+    # Mailgun posts the raw MIME only to a URL ending in "mime" (the parsed form to the other).
+    paths["mailgun"] += "mime"
+    return {esp: urlunsplit((site.scheme, netloc, path, "", "")) for esp, path in paths.items()}
 
 
 def do_create_inbox(

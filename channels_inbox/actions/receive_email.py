@@ -7,6 +7,7 @@ actions/mailbox.py) but through the same `store_email` and the same processing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -53,8 +54,14 @@ def check_email_bytes(raw: bytes) -> None:
         raise PayloadTooLarge(f"message of {len(raw)} bytes is over EMAIL_MAX_BYTES ({settings.EMAIL_MAX_BYTES})")
 
 
-def store_email(inbox: Inbox, raw: bytes, *, dedupe_key: str, source: str) -> EmailReceipt:
-    """Store one raw mail as an InboundEvent (inside the caller's transaction); process after commit."""
+def store_email(
+    inbox: Inbox, raw: bytes, *, dedupe_key: str, source: str, extra_headers: Mapping[str, str] | None = None
+) -> EmailReceipt:
+    """Store one raw mail as an InboundEvent (inside the caller's transaction); process after commit.
+
+    `extra_headers`: facts from the way in that the raw bytes do not carry (an ESP's
+    envelope recipient, spam score…), kept in the event's headers for the parser.
+    """
     from channels_inbox.tasks import process_inbound
     from helpdesk.sideeffects import enqueue
 
@@ -62,7 +69,7 @@ def store_email(inbox: Inbox, raw: bytes, *, dedupe_key: str, source: str) -> Em
         inbox,
         dedupe_key=dedupe_key,
         payload=raw,
-        headers={"content-type": "message/rfc822", "source": source[:100]},
+        headers={**(extra_headers or {}), "content-type": "message/rfc822", "source": source[:100]},
         due=timezone.now(),
     )
     if created:

@@ -12,6 +12,7 @@ from channels_inbox.actions.inboxes import (
     do_create_inbox,
     do_rotate_inbox_secret,
     do_update_inbox_settings,
+    email_webhook_urls,
     webhook_url,
 )
 from channels_inbox.adapters import adapter_kinds
@@ -41,6 +42,9 @@ def _describe(inbox: Inbox, secrets: dict[str, str] | None = None) -> dict[str, 
         "team": inbox.team.slug if inbox.team else None,
         "is_active": inbox.is_active,
     }
+    if inbox.kind == "email":
+        # With the credentials only where the secrets are shown (at creation).
+        data["webhook_urls"] = email_webhook_urls(inbox, with_credentials=secrets is not None)
     if secrets is not None:
         data["secrets"] = secrets
     return data
@@ -131,4 +135,8 @@ class Command(BaseCommand):
                 new = do_rotate_inbox_secret(inbox, name=options["name"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-            self._out({"uuid": str(inbox.uuid), "secrets": {options["name"]: new}}, options["json"])
+            rotated: dict[str, Any] = {"uuid": str(inbox.uuid), "secrets": {options["name"]: new}}
+            if inbox.kind == "email" and options["name"] == "webhook_secret":
+                # The URLs to give the ESPs now (the previous secret works until the next rotation).
+                rotated["webhook_urls"] = email_webhook_urls(inbox, with_credentials=True)
+            self._out(rotated, options["json"])
