@@ -1,11 +1,14 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from channels_inbox.actions.review import do_discard_held_events, do_release_held_events
 from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
 from helpdesk.admin import ReadOnlyAdmin
+from helpdesk.permissions import can_review_held_events
 
 
 class InboxForm(forms.ModelForm):
@@ -34,6 +37,23 @@ class InboundEventAdmin(ReadOnlyAdmin):
     search_fields = ["dedupe_key"]
     exclude = ["payload"]
     readonly_fields = ["payload_preview"]
+    actions = ["release_held", "discard_held"]
+
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        return can_review_held_events(request.user)
+
+    @admin.action(description="Release selected held events (process them now)", permissions=["review"])
+    def release_held(self, request: HttpRequest, queryset: QuerySet[InboundEvent]) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        count = do_release_held_events(selected, actor=request.user)  # type: ignore[arg-type]
+        self.message_user(request, f"Released {count} held event(s); {len(selected) - count} were not held.")
+
+    @admin.action(description="Discard selected held events (keep them as ignored)", permissions=["review"])
+    def discard_held(self, request: HttpRequest, queryset: QuerySet[InboundEvent]) -> None:
+        selected = list(queryset.values_list("pk", flat=True))
+        count = do_discard_held_events(selected, actor=request.user)  # type: ignore[arg-type]
+        level = messages.SUCCESS if count else messages.WARNING
+        self.message_user(request, f"Discarded {count} held event(s); {len(selected) - count} were not held.", level)
 
     @admin.display(description="payload (first 4 KB)")
     def payload_preview(self, obj: InboundEvent) -> str:

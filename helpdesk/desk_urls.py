@@ -14,4 +14,7 @@ urlpatterns = [
     path("tickets/<int:number>/assign/", desk.ticket_assign, name="ticket_assign"),
     path("deliveries/<int:delivery_id>/retry/", desk.delivery_retry, name="delivery_retry"),
     path("attachments/<int:attachment_id>/", desk.attachment_download, name="attachment"),
+    path("messages/<int:message_id>/html/", desk.message_html, name="message_html"),
+    path("messages/<int:message_id>/raw/", desk.message_raw, name="message_raw"),
+    path("held/", desk.held_events, name="held_events"),
 ]

@@ -8,6 +8,7 @@
 | light agent | as agent                                          | no      | yes   | no    |
 
 A user without an agent profile (and not a superuser) is not staff of the helpdesk.
+Held inbound events (mail over a sender's rate limit…) are reviewed by admins and supervisors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from helpdesk.models import AgentProfile, Role, Ticket
+from helpdesk.models import AgentProfile, Message, Role, Ticket
 
 
 def role_of(user: Any) -> str | None:
@@ -95,3 +96,17 @@ def access_ticket(user: Any, number: int, *, for_: str = "view") -> Ticket:
     if not allowed:
         raise PermissionDenied(f"you may not {for_} this ticket")
     return ticket
+
+
+def access_message(user: Any, message_id: int) -> Message:
+    """A message of a ticket the user may view (access_ticket decides), or 404 / 403."""
+    message = Message.objects.select_related("ticket").filter(pk=message_id).first()
+    if message is None:
+        raise Http404("no such message")
+    access_ticket(user, message.ticket.number)
+    return message
+
+
+def can_review_held_events(user: Any) -> bool:
+    """Release or discard inbound events held for review: admins and supervisors."""
+    return role_of(user) in (Role.ADMIN, Role.SUPERVISOR)

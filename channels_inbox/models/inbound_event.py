@@ -53,6 +53,8 @@ class InboundEvent(models.Model):
                 condition=models.Q(status="pending"),
                 name="inboundevent_pending_idx",
             ),
+            # The held-for-review list (newest first) and the desk's count of held events.
+            models.Index(fields=["id"], condition=models.Q(status="held"), name="inboundevent_held_idx"),
         ]
 
     def __str__(self) -> str:

@@ -44,8 +44,8 @@ ZIP = b"PK\x03\x04" + b"\x00" * 60
 LIST_QUERIES = 5
 # Ticket page: session, user, role, teams, the ticket (joined with customer, inbox, team,
 # assignee), messages, their attachments, their deliveries, the shown events, the
-# customer's identities, the assignable agents.
-DETAIL_QUERIES = 11
+# customer's identities, the CCs, the assignable agents.
+DETAIL_QUERIES = 12
 
 
 def numbers(resp: Any) -> list[int]:

@@ -1,4 +1,4 @@
-"""The minimal agent desk: ticket list, ticket page, reply, note, status, assignment."""
+"""The agent desk: ticket list, ticket page, reply, note, status, assignment, email views, held mail."""
 
 from __future__ import annotations
 
@@ -13,15 +13,31 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_http_methods, require_POST
 
 from channels_inbox.actions.delivery import do_retry_delivery
+from channels_inbox.actions.review import do_discard_held_events, do_release_held_events
 from channels_inbox.models import OutboundDelivery
 from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
 from helpdesk.models import Attachment, TicketStatus, User
-from helpdesk.permissions import access_ticket, is_staff_member, ticket_policy
-from helpdesk.selectors import VIEWS, ticket_page, ticket_timeline
+from helpdesk.permissions import (
+    access_message,
+    access_ticket,
+    can_review_held_events,
+    is_staff_member,
+    ticket_policy,
+)
+from helpdesk.selectors import (
+    VIEWS,
+    held_events_page,
+    message_html_body,
+    raw_email,
+    ticket_ccs,
+    ticket_page,
+    ticket_timeline,
+)
 
 # Types a browser may show inline; everything else is only ever downloaded.
 INLINE_SAFE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
@@ -57,6 +73,7 @@ def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
         "ticket": ticket,
         "timeline": ticket_timeline(ticket),
         "identities": list(ticket.customer.identities.all()),
+        "ccs": ticket_ccs(ticket),
         "statuses": TicketStatus.choices,
         "agents": User.objects.filter(agent__isnull=False, is_active=True).order_by("first_name", "username"),
         "can_reply": ticket_policy.can_reply(request.user, ticket),
@@ -162,3 +179,67 @@ def attachment_download(request: HttpRequest, attachment_id: int) -> HttpRespons
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
+
+
+# The HTML of an email, shown in a sandboxed frame: no script, nothing remote unless asked,
+# no forms, no <base>. `img-src 'self'` lets its cid: images (rewritten to attachment URLs) load.
+HTML_VIEW_CSP = (
+    "default-src 'none'; img-src 'self' data:{remote}; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
+
+
+@xframe_options_sameorigin
+@staff_required
+def message_html(request: HttpRequest, message_id: int) -> HttpResponse:
+    message = access_message(request.user, message_id)
+    if not message.html:
+        raise Http404("the message has no HTML")
+    remote = request.GET.get("remote") == "1"
+    response = render(request, "desk/message_html.html", {"body": message_html_body(message)})
+    response["Content-Security-Policy"] = HTML_VIEW_CSP.format(remote=" https:" if remote else "")
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private"
+    return response
+
+
+@staff_required
+def message_raw(request: HttpRequest, message_id: int) -> HttpResponse:
+    message = access_message(request.user, message_id)
+    raw = raw_email(message)
+    if raw is None:
+        raise Http404("no original is kept for this message")
+    response = HttpResponse(raw, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="message-{message.pk}.eml"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private"
+    return response
+
+
+def _posted_ids(request: HttpRequest) -> list[int]:
+    values = request.POST.getlist("event")[:1000]
+    return [int(v) for v in values if v.isascii() and v.isdigit() and len(v) < 19]
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def held_events(request: HttpRequest) -> HttpResponse:
+    if not can_review_held_events(request.user):
+        raise PermissionDenied("only admins and supervisors review held mail")
+    if request.method == "POST":
+        ids = _posted_ids(request)
+        action = request.POST.get("action", "")
+        if not ids:
+            messages.error(request, "Select at least one event.")
+        elif action == "release":
+            count = do_release_held_events(ids, actor=request.user)  # type: ignore[arg-type]
+            messages.success(request, f"Released {count} held event{'s' if count != 1 else ''}.")
+        elif action == "discard":
+            count = do_discard_held_events(ids, actor=request.user)  # type: ignore[arg-type]
+            messages.success(request, f"Discarded {count} held event{'s' if count != 1 else ''} (kept as ignored).")
+        else:
+            messages.error(request, f"Unknown action {action[:40]!r}.")
+        return HttpResponseRedirect(reverse("desk:held_events"))
+    raw = request.GET.get("before", "")
+    before = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+    return render(request, "desk/held_events.html", {"page": held_events_page(before)})
