@@ -16,7 +16,7 @@ from channels_inbox.adapters.base import BadPayload, DeliveryStatusUpdate, Ident
 from channels_inbox.models import InboundEvent, InboundEventStatus, Inbox
 from customers.actions.resolve import do_resolve_customers, find_customers
 from customers.models import Customer
-from helpdesk.actions.ingest import IngestItem, IngestResult, do_ingest_messages
+from helpdesk.actions.ingest import IngestItem, IngestResult, agents_by_email, do_ingest_messages
 from helpdesk.bulk import update_rows
 from helpdesk.models import Direction, Message
 
@@ -106,7 +106,9 @@ def _process_batch(event_id: int, size: int, claimed: list[int]) -> str:
             if isinstance(parsed, InboundMessage):
                 messages.append((event, parsed))
             elif isinstance(parsed, DeliveryStatusUpdate):
-                do_apply_delivery_status(inbox, parsed)
+                if not do_apply_delivery_status(inbox, parsed):
+                    # About a message we never sent, or not a step forward: kept, changes nothing.
+                    event.status = InboundEventStatus.IGNORED
             else:
                 event.status = InboundEventStatus.IGNORED
 
@@ -139,6 +141,14 @@ def _ingest(inbox: Inbox, messages: list[tuple[InboundEvent, InboundMessage]], n
     senders = [parsed[i].sender for i in resolve]
     seen = [parsed[i].sent_at or now for i in resolve]
     cc_of = {i: parsed[i].cc[:MAX_CCS] for i in resolve if parsed[i].cc}
+    if cc_of:
+        # Agents on Cc are colleagues, not customers: they see the ticket in the desk anyway.
+        addresses = {r.value for ccs in cc_of.values() for cc in ccs for r in cc.identities if r.kind == "email"}
+        agents = agents_by_email(addresses)
+        if agents:
+            cc_of = {
+                i: [cc for cc in ccs if not any(r.value in agents for r in cc.identities)] for i, ccs in cc_of.items()
+            }
     for ccs in cc_of.values():
         senders += ccs
         seen += [now] * len(ccs)

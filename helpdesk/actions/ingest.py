@@ -15,7 +15,7 @@ from django.utils import timezone
 from customers.models import IdentityKind
 from helpdesk.attachments import store_attachment
 from helpdesk.bulk import update_rows
-from helpdesk.events import Created, FollowupCreated, MessageReceived, PendingEvents, StatusChanged
+from helpdesk.events import Created, FollowupCreated, MessageReceived, NoteAdded, PendingEvents, StatusChanged
 from helpdesk.html import json_without_nul, sanitize_html, without_nul
 from helpdesk.models import Direction, Message, Ticket, TicketCC, TicketStatus, User
 from helpdesk.numbers import next_ticket_numbers
@@ -79,7 +79,8 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
     A message for a closed ticket opens a follow-up ticket linked to it; a pending, on-hold
     or solved ticket is reopened. An automatic message (auto-reply, list mail) joins an
     existing ticket without reopening it or changing whose turn it is, and is skipped
-    when there is none to join. Cc'd people become CCs of the ticket.
+    when there is none to join. An agent's mail on an existing ticket (answered from a
+    mail client) is an internal note by that agent. Cc'd people become CCs of the ticket.
 
     Messages are taken one after another, so a batch gives exactly the tickets and events
     that one message at a time would (a reply to a message earlier in the batch joins its
@@ -123,11 +124,14 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
             reopened_from = ""
             created = ticket is None or ticket.status == TicketStatus.CLOSED
             previous = ticket if created else None
+            # An agent writing into an existing conversation (a reply from their mail client)
+            # leaves an internal note: nothing is sent, and the ball stays where it was.
+            agent = None if created else threads.agent_of(inbound)
             if created:
                 ticket = _new_ticket(inbox, inbound, customer, followup_of=previous, now=now)
                 new_tickets.append(ticket)
             assert ticket is not None
-            if not inbound.automatic:
+            if not inbound.automatic and agent is None:
                 if not created and ticket.status in _REOPENS:
                     reopened_from = ticket.status
                     ticket.status = TicketStatus.OPEN
@@ -138,7 +142,7 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
             ticket.last_activity_at = now
             ticket.updated_at = now
             threads.remember(ticket, item)
-            plan = _Plan(item, ticket, created, previous, reopened_from)
+            plan = _Plan(item, ticket, created, previous, reopened_from, agent)
             plans.append(plan)
             if inbound.external_id:
                 seen_ids[inbound.external_id] = plan
@@ -149,7 +153,7 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
         if new_tickets:
             Ticket.objects.bulk_create(new_tickets)
         for plan in todo:
-            plan.message = _message(inbox, plan.item, plan.ticket)
+            plan.message = _message(inbox, plan.item, plan.ticket, plan.agent)
         if todo:
             Message.objects.bulk_create([plan.message for plan in todo])
         for plan in todo:
@@ -191,12 +195,15 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
                 events.add(
                     StatusChanged(old=plan.reopened_from, new=TicketStatus.OPEN), customer=customer, ticket=ticket
                 )
-            events.add(
-                MessageReceived(message_id=plan.message.pk, channel=inbox.kind),
-                customer=customer,
-                message=plan.message,
-                ticket=ticket,
-            )
+            if plan.agent is not None:
+                events.add(NoteAdded(message_id=plan.message.pk), actor=plan.agent, message=plan.message, ticket=ticket)
+            else:
+                events.add(
+                    MessageReceived(message_id=plan.message.pk, channel=inbox.kind),
+                    customer=customer,
+                    message=plan.message,
+                    ticket=ticket,
+                )
             touched[ticket.pk] = ticket
         events.write(save_seq=False)
         # One UPDATE for every ticket touched, with the sequence numbers of the events above.
@@ -212,6 +219,7 @@ class _Plan:
     created: bool
     previous: Ticket | None
     reopened_from: str
+    agent: User | None = None
     message: Message = None  # type: ignore[assignment]  # set once the ticket exists
 
     def result(self, *, duplicate: bool) -> IngestResult:
@@ -277,15 +285,24 @@ class _Threads:
                 "ticket_id", "customer_id"
             ):
                 self.ccs.setdefault(id(locked[ticket_id]), set()).add(customer_id)
-        self.agent_emails = _agent_emails(items) if replied or numbers else set()
+        self.agents = agents_by_email(_sender_emails(items)) if replied or numbers else {}
         self.created: dict[int, int] = {}  # id(new ticket) → its place among this batch's new tickets
 
     def may_write(self, ticket: Ticket, inbound: InboundMessage, customer: Customer) -> bool:
         """The sender is the ticket's customer, one of its CCs, or an agent."""
         if ticket.customer_id == customer.pk or customer.pk in self.ccs.get(id(ticket), ()):
             return True
-        return any(
-            ref.kind == IdentityKind.EMAIL and ref.value in self.agent_emails for ref in inbound.sender.identities
+        return self.agent_of(inbound) is not None
+
+    def agent_of(self, inbound: InboundMessage) -> User | None:
+        """The active agent who sent the message, by its email address."""
+        return next(
+            (
+                self.agents[r.value]
+                for r in inbound.sender.identities
+                if r.kind == IdentityKind.EMAIL and r.value in self.agents
+            ),
+            None,
         )
 
     def find(self, inbound: InboundMessage, customer: Customer) -> Ticket | None:
@@ -328,13 +345,16 @@ class _Threads:
         return (1, self.created[id(ticket)]) if ticket.pk is None else (0, ticket.pk)
 
 
-def _agent_emails(items: Sequence[IngestItem]) -> set[str]:
-    """The senders' email addresses that belong to active agents."""
-    emails = {ref.value for item in items for ref in item.inbound.sender.identities if ref.kind == IdentityKind.EMAIL}
+def _sender_emails(items: Sequence[IngestItem]) -> set[str]:
+    return {ref.value for item in items for ref in item.inbound.sender.identities if ref.kind == IdentityKind.EMAIL}
+
+
+def agents_by_email(emails: set[str]) -> dict[str, User]:
+    """The active agents among these (normalized, lower-case) email addresses."""
     if not emails:
-        return set()
+        return {}
     users = User.objects.filter(is_active=True, agent__isnull=False).annotate(address=Lower("email"))
-    return set(users.filter(address__in=emails).values_list("address", flat=True))
+    return {user.address: user for user in users.filter(address__in=emails)}
 
 
 def _lock_thread_keys(inbox: Inbox, keys: list[str]) -> None:
@@ -366,12 +386,13 @@ def _new_ticket(
     )
 
 
-def _message(inbox: Inbox, item: IngestItem, ticket: Ticket) -> Message:
+def _message(inbox: Inbox, item: IngestItem, ticket: Ticket, agent: User | None) -> Message:
     inbound = item.inbound
     return Message(
         ticket=ticket,
-        direction=Direction.INBOUND,
-        author_customer=item.customer,
+        direction=Direction.NOTE if agent is not None else Direction.INBOUND,
+        author_customer=None if agent is not None else item.customer,
+        author_agent=agent,
         inbox=inbox,
         channel=inbox.kind,
         text=without_nul(inbound.text),

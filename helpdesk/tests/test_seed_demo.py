@@ -16,7 +16,7 @@ from django.utils import timezone
 from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
 from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
 from helpdesk.management.commands import seed_demo
-from helpdesk.management.commands.seed_demo import DEMO_INBOX_SLUG, LOGINS
+from helpdesk.management.commands.seed_demo import DEMO_EMAIL_INBOX_SLUG, DEMO_INBOX_SLUG, LOGINS
 from helpdesk.models import (
     AgentProfile,
     Attachment,
@@ -27,6 +27,7 @@ from helpdesk.models import (
     Tag,
     Team,
     Ticket,
+    TicketCC,
     TicketEvent,
     TicketStatus,
     User,
@@ -50,6 +51,7 @@ MODELS = (
     Attachment,
     TicketEvent,
     OutboundDelivery,
+    TicketCC,
 )
 
 
@@ -80,7 +82,9 @@ def test_second_run_creates_nothing_and_still_prints_the_logins() -> None:
     assert "already present" in second
     assert_prints_the_logins(first)
     assert_prints_the_logins(second)
-    assert after_first["Ticket"] == 25
+    assert Ticket.objects.filter(inbox__slug=DEMO_INBOX_SLUG).count() == 25
+    assert Ticket.objects.filter(inbox__slug=DEMO_EMAIL_INBOX_SLUG).count() == 3
+    assert after_first["InboundEvent"] == 4
     assert after_first["Customer"] == 12
     assert after_first["Team"] == 3
 
@@ -151,11 +155,11 @@ def test_tickets_are_spread_over_statuses_time_teams_and_languages() -> None:
     assert tickets.filter(assignee__isnull=False).exists()
     assert tickets.filter(assignee__isnull=True).exists()
     assert set(tickets.values_list("team__name", flat=True)) == {"Support", "Billing", "Tier 2"}
-    assert set(tickets.values_list("inbox__slug", flat=True)) == {DEMO_INBOX_SLUG}
+    assert set(tickets.values_list("inbox__slug", flat=True)) == {DEMO_INBOX_SLUG, DEMO_EMAIL_INBOX_SLUG}
     # notes, replies and attachments
     assert Message.objects.filter(direction=Direction.NOTE).count() >= 5
     assert Message.objects.filter(direction=Direction.OUTBOUND).count() >= 15
-    assert Attachment.objects.count() == 2
+    assert Attachment.objects.count() == 3
     # spread over the last month, in the past, and in order on each ticket
     times = sorted(Message.objects.values_list("created_at", flat=True))
     assert times[-1] < started
@@ -208,4 +212,40 @@ def test_a_failed_seed_leaves_no_half_demo(monkeypatch: Any) -> None:
     assert not Ticket.objects.exists()
     monkeypatch.undo()
     seed()
-    assert Ticket.objects.count() == 25
+    assert Ticket.objects.count() == 25 + 3
+
+
+def test_the_email_inbox_is_fed_through_the_inbound_pipeline() -> None:
+    # when
+    seed()
+    # then: an email inbox without polling or acknowledgements
+    inbox = Inbox.objects.get(slug=DEMO_EMAIL_INBOX_SLUG)
+    assert inbox.kind == "email"
+    assert inbox.name == "Support email"
+    assert inbox.settings["address"] == "support@example.com"
+    assert not inbox.settings.get("auto_ack")
+    assert not inbox.settings.get("imap_host")
+    # every demo mail is stored raw and processed onto a ticket of a demo customer
+    events = InboundEvent.objects.filter(inbox=inbox)
+    assert set(events.values_list("status", flat=True)) == {"processed"}
+    assert all(bytes(e.payload).startswith(b"From: ") for e in events)
+    tickets = Ticket.objects.filter(inbox=inbox).select_related("customer")
+    assert Customer.objects.count() == 12  # the mails come from the demo's own customers
+    # the Czech thread: the reply (quoting the first mail) joined by In-Reply-To and reopened it
+    czech = tickets.get(customer__identities__value="jana.novakova@example.cz")
+    assert czech.subject == "Reklamace: rozbitý hrnek v zásilce"
+    inbound = list(czech.messages.filter(direction=Direction.INBOUND).order_by("created_at"))
+    assert len(inbound) == 2
+    assert "> Dobrý den" in inbound[1].text
+    assert czech.status == TicketStatus.OPEN
+    # the GB2312 mail, decoded, with its attachment named in GB2312
+    chinese = tickets.get(customer__identities__value="wang.fang@example.cn")
+    assert chinese.subject == "三月份发票税号错误"
+    assert "税号有误" in chinese.messages.get(direction=Direction.INBOUND).text
+    assert Attachment.objects.get(message__ticket=chinese).filename == "发票-2026-03.pdf"
+    assert chinese.team is not None
+    assert chinese.team.name == "Billing"
+    # the colleague on Cc became a CC of the ticket
+    cc_ticket = TicketCC.objects.get(ticket__inbox=inbox)
+    assert cc_ticket.ticket.customer.name == "Michael Brown"
+    assert cc_ticket.customer.name == "Sarah Johnson"

@@ -7,6 +7,12 @@ in English, Czech, Russian and Chinese spread over the last 30 days, in every st
 with replies, internal notes, assignments, team moves, attachments and one follow-up
 of a closed ticket.
 
+The email inbox "Support email" (support@example.com, no IMAP, no auto-acknowledgement)
+gets three tickets made from raw demo mails fed through the real inbound pipeline
+(`do_receive_email` and processing): a Czech thread of two mails, the second quoting the
+first; a GB2312-encoded Chinese mail with an attachment; and a mail with a colleague on
+Cc. Replies written there go out through EMAIL_URL (the console by default).
+
 Everything is written through the actions, exactly as webhooks and agents would write
 it; only timestamps are moved back afterwards (see `_backdate`), because the actions
 stamp "now" and a demo needs a month of history.
@@ -14,7 +20,9 @@ stamp "now" and a demo needs a month of history.
 Idempotent: the inbox slug `demo-website-api` marks the demo as seeded. The content is
 written in one transaction, so the marker exists only if everything else does; a second
 run creates nothing and only makes sure the demo logins work (their passwords are set
-again to the printed ones).
+again to the printed ones). The email inbox is seeded on its own when it is missing
+(also on an install seeded before it existed); its mails are deduplicated by Message-ID
+like any redelivered mail, so a rerun stores and creates nothing.
 
 Deliveries: each demo reply is history, so it is marked sent through the delivery state
 machine (`do_record_delivery_status`, the same step a successful send takes,
@@ -30,8 +38,11 @@ agent writes in the running demo fails delivery at once with a visible
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
 from typing import Any
 
 from django.conf import settings
@@ -42,9 +53,11 @@ from django.utils import timezone
 
 from channels_inbox.actions.delivery import do_record_delivery_status
 from channels_inbox.actions.inboxes import do_create_inbox
+from channels_inbox.actions.process import do_process_inbound_event
+from channels_inbox.actions.receive_email import do_receive_email
 from channels_inbox.adapters.api import external_identity
 from channels_inbox.adapters.base import IdentityRef, InboundAttachment, InboundMessage, InboundSender
-from channels_inbox.models import Inbox, OutboundDelivery
+from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
 from customers.actions.resolve import do_resolve_customer
 from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
 from customers.normalize import normalize_email, normalize_phone
@@ -60,6 +73,9 @@ DEMO_INBOX_NAME = "Website API"
 DEMO_CALLBACK_PATH = "/demo/api-callback-not-configured/"
 DEMO_ORGANIZATION = "ACME Logistics"
 DEMO_ORGANIZATION_DOMAIN = "acme.example"
+DEMO_EMAIL_INBOX_SLUG = "demo-support-email"
+DEMO_EMAIL_INBOX_NAME = "Support email"
+DEMO_EMAIL_ADDRESS = "support@example.com"
 
 
 # --- staff ----------------------------------------------------------------------------------
@@ -533,6 +549,143 @@ CONVERSATIONS = (
     ),
 )
 
+# --- email ----------------------------------------------------------------------------------
+
+
+def _encoded_word(text: str, charset: str) -> str:
+    return f"=?{charset}?b?{base64.b64encode(text.encode(charset)).decode()}?="
+
+
+def _plain_mail(
+    when: datetime,
+    *,
+    message_id: str,
+    sender: str,
+    subject: str,
+    text: str,
+    charset: str = "utf-8",
+    cc: str = "",
+    replying_to: str = "",
+) -> bytes:
+    """A plain-text mail as a mail client writes it (a reply carries In-Reply-To and References)."""
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = f"Support <{DEMO_EMAIL_ADDRESS}>"
+    if cc:
+        mail["Cc"] = cc
+    mail["Subject"] = subject
+    mail["Date"] = format_datetime(when)
+    mail["Message-ID"] = f"<{message_id}>"
+    if replying_to:
+        mail["In-Reply-To"] = f"<{replying_to}>"
+        mail["References"] = f"<{replying_to}>"
+    mail.set_content(text, charset=charset, cte="quoted-printable" if charset != "utf-8" else None)
+    return mail.as_bytes()
+
+
+def _jana_first(when: datetime) -> bytes:
+    return _plain_mail(
+        when,
+        message_id="demo-cs-1@mail.example.cz",
+        sender="Jana Nováková <jana.novakova@example.cz>",
+        subject="Reklamace: rozbitý hrnek v zásilce",
+        text="Dobrý den,\n\nv dnešní zásilce (objednávka #1377) byl jeden hrnek rozbitý.\n"
+        "Můžete mi poslat nový?\n\nDěkuji\nJana Nováková\n",
+        charset="iso-8859-2",
+    )
+
+
+def _jana_second(when: datetime) -> bytes:
+    first = when - timedelta(hours=7)
+    return _plain_mail(
+        when,
+        message_id="demo-cs-2@mail.example.cz",
+        sender="Jana Nováková <jana.novakova@example.cz>",
+        subject="Re: Reklamace: rozbitý hrnek v zásilce",
+        text="Ještě doplním: rozbitý je ten modrý, ostatní jsou v pořádku.\n\nJana\n\n"
+        f"Dne {first:%d. %m. %Y v %H:%M} Jana Nováková <jana.novakova@example.cz> napsal(a):\n"
+        "> Dobrý den,\n>\n> v dnešní zásilce (objednávka #1377) byl jeden hrnek rozbitý.\n"
+        "> Můžete mi poslat nový?\n>\n> Děkuji\n> Jana Nováková\n",
+        charset="iso-8859-2",
+        replying_to="demo-cs-1@mail.example.cz",
+    )
+
+
+_INVOICE_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+def _fang_invoice(when: datetime) -> bytes:
+    """A GB2312 mail as older Chinese mail clients send it, with a PDF named in GB2312 (RFC 2231)."""
+    boundary = "----=_Part_demo_zh_1"
+    body = "您好：\n\n附件是贵公司开给我们的三月份发票，但是税号有误，请重新开具。\n\n谢谢！\n王芳\n"
+    headers = (
+        f"From: {_encoded_word('王芳', 'gb2312')} <wang.fang@example.cn>\r\n"
+        f"To: {DEMO_EMAIL_ADDRESS}\r\n"
+        f"Subject: {_encoded_word('三月份发票税号错误', 'gb2312')}\r\n"
+        f"Date: {format_datetime(when)}\r\n"
+        "Message-ID: <demo-zh-1@mail.example.cn>\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+    )
+    parts = (
+        f"--{boundary}\r\nContent-Type: text/plain; charset=gb2312\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        f"{base64.encodebytes(body.encode('gb2312')).decode()}\r\n"
+        f"--{boundary}\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename*=gb2312''%B7%A2%C6%B1-2026-03.pdf\r\n\r\n"
+        f"{base64.encodebytes(_INVOICE_PDF).decode()}\r\n"
+        f"--{boundary}--\r\n"
+    )
+    return (headers + parts).encode("ascii")
+
+
+def _michael_with_cc(when: datetime) -> bytes:
+    return _plain_mail(
+        when,
+        message_id="demo-en-1@mail.acme.example",
+        sender="Michael Brown <michael.brown@acme.example>",
+        subject="Onboarding call for our new warehouse team",
+        text="Hi,\n\nwe're adding a warehouse team in Rotterdam next month. Could we book an onboarding call?\n"
+        "I've copied Sarah, who will coordinate on our side.\n\nThanks,\nMichael\n",
+        cc="Sarah Johnson <sarah.johnson@acme.example>",
+    )
+
+
+@dataclass(frozen=True)
+class DemoMail:
+    """A raw mail to the demo email inbox, `days_ago` days back, and what agents did after it."""
+
+    days_ago: float
+    build: Callable[[datetime], bytes]
+    steps: tuple[Step, ...] = ()
+
+
+DEMO_MAILS = (
+    DemoMail(
+        3.4,
+        _jana_first,
+        (
+            assign(0.3, "petr", "petr"),
+            reply(0.5, "petr", "Dobrý den, paní Nováková, omlouváme se. Nový hrnek vám pošleme ještě dnes."),
+            status(0.6, "petr", "pending"),
+        ),
+    ),
+    # Her reply (quoting the first mail) threads by In-Reply-To and reopens the ticket.
+    DemoMail(3.4 - 7 / 24, _jana_second, (note(0.4, "petr", "Modrý hrnek vyměnit, sklad upozorněn."),)),
+    DemoMail(2.6, _fang_invoice, (team(0.2, "admin", "Billing"), assign(0.3, "admin", "wei"))),
+    DemoMail(
+        1.7,
+        _michael_with_cc,
+        (
+            assign(0.5, "ada", "ada"),
+            reply(0.8, "ada", "Hi Michael and Sarah, happy to. Would Tuesday at 10:00 CET work for you both?"),
+        ),
+    ),
+)
+
+
 # Every timestamp the actions stamp with "now", per model; moved to demo time by _backdate.
 _TIMESTAMPS: dict[type[Model], tuple[str, ...]] = {
     Ticket: (
@@ -554,6 +707,7 @@ _TIMESTAMPS: dict[type[Model], tuple[str, ...]] = {
     Identity: ("created_at",),
     Inbox: ("created_at",),
     Organization: ("created_at",),
+    InboundEvent: ("received_at", "processed_at", "next_attempt_at"),
 }
 
 
@@ -578,17 +732,22 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         users = self._ensure_staff()
-        if Inbox.objects.filter(slug=DEMO_INBOX_SLUG).exists():
-            self.stdout.write(f"Demo data already present (inbox {DEMO_INBOX_SLUG!r}); nothing new created.")
-        else:
-            with transaction.atomic():
+        counts: dict[str, int] = {}
+        with transaction.atomic():
+            if not Inbox.objects.filter(slug=DEMO_INBOX_SLUG).exists():
                 counts = self._seed(users)
+            mails = self._seed_email(users)
+        if counts:
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Demo data created: {counts['tickets']} tickets, {counts['customers']} customers, "
                     f"{counts['messages']} messages."
                 )
             )
+        if mails:
+            self.stdout.write(self.style.SUCCESS(f"Demo email: {mails} mails received on {DEMO_EMAIL_ADDRESS}."))
+        if not counts and not mails:
+            self.stdout.write(f"Demo data already present (inbox {DEMO_INBOX_SLUG!r}); nothing new created.")
         self._print_logins()
 
     # --- staff ----------------------------------------------------------------------------
@@ -674,6 +833,41 @@ class Command(BaseCommand):
         assert ticket is not None, "demo messages are never automatic"
         return ticket.pk
 
+    def _seed_email(self, users: dict[str, User]) -> int:
+        """The demo email inbox and its mails, through the real inbound pipeline; returns how
+        many mails were new (0 on a rerun: each mail's Message-ID is its dedupe key)."""
+        now = timezone.now()
+        teams = {t.name: t for t in Team.objects.filter(name__in=TEAMS)}
+        inbox = Inbox.objects.filter(slug=DEMO_EMAIL_INBOX_SLUG).first()
+        if inbox is None:
+            inbox, _secrets = do_create_inbox(
+                kind="email",
+                name=DEMO_EMAIL_INBOX_NAME,
+                slug=DEMO_EMAIL_INBOX_SLUG,
+                values={"address": DEMO_EMAIL_ADDRESS, "auto_ack": False},
+                team=teams["Support"],
+            )
+            _backdate(now, now - timedelta(days=31))
+        new = 0
+        for demo in sorted(DEMO_MAILS, key=lambda d: -d.days_ago):
+            when = now - timedelta(days=demo.days_ago)
+            since = timezone.now()
+            receipt = do_receive_email(inbox, demo.build(when), source="seed_demo")
+            if not receipt.stored:
+                continue
+            new += 1
+            # Processed here, not left to the task queued after commit (which then finds it done).
+            do_process_inbound_event(receipt.event_id, batch_size=1)
+            _backdate(since, when)
+            message = InboundEvent.objects.get(pk=receipt.event_id).message
+            assert message is not None, "demo mails always land on a ticket"
+            for step in demo.steps:
+                since = timezone.now()
+                ticket = Ticket.objects.select_related("customer", "inbox").get(pk=message.ticket_id)
+                self._agent_step(ticket, step, users, teams, when + timedelta(hours=step.hours))
+                _backdate(since, when + timedelta(hours=step.hours))
+        return new
+
     def _agent_step(
         self, ticket: Ticket, step: Step, users: dict[str, User], teams: dict[str, Team], when: datetime
     ) -> None:
@@ -709,6 +903,9 @@ class Command(BaseCommand):
             f"  Demo inbox: {DEMO_INBOX_NAME} (API channel). Its callback_url "
             f"{settings.SITE_URL}{DEMO_CALLBACK_PATH} does not exist,",
             "  so a reply you send in the demo fails delivery with a visible error on the ticket.",
+            f"  Demo email inbox: {DEMO_EMAIL_INBOX_NAME} <{DEMO_EMAIL_ADDRESS}>; its replies go out through EMAIL_URL"
+            " (the console by default).",
+            f"  Pipe more mail in with: manage.py ingest_email --inbox {DEMO_EMAIL_INBOX_SLUG} - < message.eml",
             "",
         ]
         self.stdout.write("\n".join(lines))
