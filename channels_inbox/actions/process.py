@@ -183,6 +183,11 @@ def _hold_over_rate_limit(
     if not limit:
         return messages
     candidates = [(e, m) for e, m in messages if not m.automatic and e.released_at is None and m.sender.identities]
+    if candidates:
+        # Copies of stored messages (a folder read again after a UIDVALIDITY change) are no burst.
+        ids = [m.external_id for _, m in candidates if m.external_id]
+        stored = set(Message.objects.filter(inbox=inbox, external_id__in=ids).values_list("external_id", flat=True))
+        candidates = [(e, m) for e, m in candidates if m.external_id not in stored]
     if not candidates:
         return messages
     keys = {(m.sender.identities[0].kind, m.sender.identities[0].value) for _, m in candidates}

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from channels_inbox.actions.receive import insert_inbound_event
 from channels_inbox.adapters.base import BadPayload, PayloadTooLarge
-from channels_inbox.models import Inbox
+from channels_inbox.models import InboundEvent, Inbox
 
 
 @dataclass
@@ -47,6 +47,25 @@ def email_dedupe_key(raw: bytes) -> str:
     return f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
+def content_digest(raw: bytes) -> str:
+    """A hash of what a mail says (sender, subject, bodies, attachments), not of its bytes.
+
+    Equal for copies of one mail however they were relayed or re-encoded (more Received
+    lines, another MIME boundary from an ESP that rebuilt the message), different for
+    another mail that reuses the Message-ID.
+    """
+    from channels_inbox.email.parse import parse_email
+
+    mail = parse_email(raw)
+    digest = hashlib.sha256()
+    sender = mail.from_.address.lower() if mail.from_ else ""
+    for part in (sender, mail.subject, mail.text.replace("\r\n", "\n").strip(), mail.html.strip()):
+        digest.update(part.encode("utf-8", "replace") + b"\x00")
+    for attachment in mail.attachments:
+        digest.update(hashlib.sha256(attachment.content).digest())
+    return digest.hexdigest()
+
+
 def check_email_bytes(raw: bytes) -> None:
     if not raw.strip():
         raise BadPayload("empty message")
@@ -65,13 +84,24 @@ def store_email(
     from channels_inbox.tasks import process_inbound
     from helpdesk.sideeffects import enqueue
 
+    headers = {**(extra_headers or {}), "content-type": "message/rfc822", "source": source[:100]}
     event_id, created = insert_inbound_event(
-        inbox,
-        dedupe_key=dedupe_key,
-        payload=raw,
-        headers={**(extra_headers or {}), "content-type": "message/rfc822", "source": source[:100]},
-        due=timezone.now(),
+        inbox, dedupe_key=dedupe_key, payload=raw, headers=headers, due=timezone.now()
     )
+    if not created and dedupe_key.startswith("mid:"):
+        # The same Message-ID is a redelivery (the same mail, perhaps with more Received
+        # lines or rebuilt by an ESP) or another mail reusing the id (broken mailers, forms).
+        # That one is kept as a mail of its own, its id marked as a variant, never dropped.
+        stored = InboundEvent.objects.filter(pk=event_id).values_list("payload", flat=True).get()
+        digest = content_digest(raw)
+        if content_digest(bytes(stored)) != digest:
+            event_id, created = insert_inbound_event(
+                inbox,
+                dedupe_key=f"{dedupe_key[:220]}#{digest[:16]}",
+                payload=raw,
+                headers={**headers, "message-id-variant": digest[:16]},
+                due=timezone.now(),
+            )
     if created:
         enqueue(process_inbound, event_id)
     return EmailReceipt(event_id=event_id, stored=created)

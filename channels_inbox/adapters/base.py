@@ -89,6 +89,9 @@ class InboundMessage:
     # Numbers of tickets the message names itself (a subject token, a signed reply
     # address); it joins one only if its sender is a participant of that ticket.
     ticket_candidates: list[int] = field(default_factory=list)
+    # Those of the candidates the message proves it may name (a validly signed reply address,
+    # which only the ticket's own mail carries), unlike a subject token anyone can type.
+    proven_tickets: list[int] = field(default_factory=list)
     # With no thread key, reply id or candidate: join the customer's latest ticket in the
     # inbox (chat-like channels) or start a new ticket (email: a new mail is a new request).
     thread_by_customer: bool = True

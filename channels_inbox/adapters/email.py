@@ -158,8 +158,9 @@ class EmailAdapter(ChannelAdapter):
         # mail was really delivered to, also when it is in no header (Bcc).
         envelope = [str(headers["envelope-recipient"])] if headers.get("envelope-recipient") else []
         recipients = [*envelope, *mail.delivered_to, *(a.address for a in mail.to), *(a.address for a in mail.cc)]
+        signed = numbers_in_addresses(inbox, recipients)
         candidates = numbers_in_subject(mail.subject)
-        candidates += [n for n in numbers_in_addresses(inbox, recipients) if n not in candidates]
+        candidates += [n for n in signed if n not in candidates]
         attachments, skipped = [], []
         for part in mail.attachments:
             if len(part.content) > settings.ATTACHMENT_MAX_BYTES:
@@ -177,8 +178,12 @@ class EmailAdapter(ChannelAdapter):
         metadata: dict[str, Any] = {"email": self._summary(mail)}
         if skipped:
             metadata["email"]["attachments_over_limit"] = skipped
+        external_id = mail.message_id[:230] or f"sha256:{mail.sha256}"
+        if headers.get("message-id-variant"):
+            # Another mail with a Message-ID already taken (see actions/receive_email.py).
+            external_id = f"{external_id}#{str(headers['message-id-variant'])[:16]}"
         return InboundMessage(
-            external_id=mail.message_id[:255] or f"sha256:{mail.sha256}",
+            external_id=external_id,
             sender=InboundSender(identities=[sender], name=(mail.from_.name if mail.from_ else "")[:200]),
             text=mail.text,
             html=mail.html,
@@ -188,6 +193,7 @@ class EmailAdapter(ChannelAdapter):
             sent_at=mail.date,
             metadata=metadata,
             ticket_candidates=candidates,
+            proven_tickets=signed,
             thread_by_customer=False,
             automatic=bool(mail.automatic),
             cc=cc,

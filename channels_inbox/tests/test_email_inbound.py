@@ -37,6 +37,7 @@ from helpdesk.models import (
     DeliveryStatus,
     Direction,
     Message,
+    Team,
     Ticket,
     TicketCC,
     TicketEvent,
@@ -348,6 +349,61 @@ def test_an_agent_on_cc_does_not_become_a_cc_of_the_ticket(inbox: Inbox) -> None
     assert not Identity.objects.filter(value="petr@example.com").exists()
 
 
+def test_a_forged_agent_sender_with_a_typed_token_writes_no_note(inbox: Inbox, opened: tuple[Ticket, bytes]) -> None:
+    # given an agent whose address is known
+    ticket, _ = opened
+    do_create_agent(email="petr@example.com", name="Petr", password="pw-petr-123")
+    before = snapshot(ticket)
+    # when someone sends mail "from" that agent naming the ticket by its subject token only
+    event = receive(inbox, mail(sender="petr@example.com", subject=f"Re: parcel [#{ticket.number}]"))
+    # then it is no note on that ticket: a typed token proves nothing for an agent
+    assert ticket_of(event) != ticket
+    assert event.message is not None
+    assert event.message.direction == Direction.INBOUND
+    assert snapshot(ticket) == before
+
+
+def test_an_agent_who_may_not_see_the_ticket_writes_no_note_on_it(inbox: Inbox, opened: tuple[Ticket, bytes]) -> None:
+    # given a ticket of the Billing team and an agent of another team only
+    ticket, first = opened
+    do_create_agent(email="bea@example.com", name="Bea", password="pw-bea-12345", teams=["Billing"])
+    Ticket.objects.filter(pk=ticket.pk).update(team=Team.objects.get(slug="billing"))
+    do_create_agent(email="petr@example.com", name="Petr", password="pw-petr-123", teams=["Support"])
+    # when that agent's address answers the ticket's mail
+    event = receive(
+        inbox, mail(sender="petr@example.com", subject="Re: parcel", headers={"In-Reply-To": f"<{mid(first)}>"})
+    )
+    # then the ticket gets nothing
+    assert ticket_of(event) != ticket
+    assert not Message.objects.filter(ticket=ticket, direction=Direction.NOTE).exists()
+
+
+def test_a_typed_token_adds_no_ccs_to_an_existing_ticket(inbox: Inbox, opened: tuple[Ticket, bytes]) -> None:
+    # given
+    ticket, _ = opened
+    # when mail "from" the customer names the ticket by its token and copies someone in
+    event = receive(
+        inbox,
+        mail(subject=f"Re: parcel [#{ticket.number}]", headers={"Cc": "Eve <eve@evil.example>"}),
+    )
+    # then the mail joins (the customer may write), but Eve gets no copies of the replies
+    assert ticket_of(event) == ticket
+    assert not ticket.ccs.exists()
+
+
+def test_a_reply_to_the_tickets_mail_adds_its_ccs(inbox: Inbox, opened: tuple[Ticket, bytes]) -> None:
+    # given
+    ticket, first = opened
+    # when the customer answers the thread and copies a colleague in
+    event = receive(
+        inbox,
+        mail(subject="Re: parcel", headers={"In-Reply-To": f"<{mid(first)}>", "Cc": "Bob <bob@example.com>"}),
+    )
+    # then the colleague is a CC of the ticket
+    assert ticket_of(event) == ticket
+    assert [cc.customer.name for cc in ticket.ccs.select_related("customer")] == ["Bob"]
+
+
 def test_a_non_agent_of_the_same_domain_does_not_join(inbox: Inbox, opened: tuple[Ticket, bytes]) -> None:
     ticket, first = opened
     do_create_agent(email="petr@example.com", name="Petr", password="pw-petr-123")
@@ -570,6 +626,21 @@ def test_a_burst_stored_at_once_is_held_within_one_batch(inbox: Inbox) -> None:
     assert Message.objects.count() == 3
 
 
+def test_copies_of_stored_mail_are_not_held_by_the_rate_limit(inbox: Inbox) -> None:
+    # given three of a sender's mails on tickets, and a limit of three an hour
+    do_update_inbox_settings(inbox, values={"rate_limit_per_hour": 3})
+    raws = [mail(subject=f"Mail {i}") for i in range(3)]
+    for raw in raws:
+        receive(inbox, raw)
+    # when the same mails come again under other keys (a mailbox read again after a UIDVALIDITY change)
+    again = [do_receive_email(inbox, raw, source="test", dedupe_key=f"imap:INBOX:2:{i}") for i, raw in enumerate(raws)]
+    do_process_inbound_event(again[0].event_id, batch_size=50)
+    # then they are known copies, not a burst to review
+    statuses = {InboundEvent.objects.get(pk=r.event_id).status for r in again}
+    assert statuses == {InboundEventStatus.PROCESSED}
+    assert Message.objects.count() == 3
+
+
 def release(event: InboundEvent) -> None:
     """A person releases a held event; a worker then processes it."""
     from channels_inbox.actions.review import do_release_held_events
@@ -597,6 +668,21 @@ def test_the_same_message_id_with_other_bytes_is_one_event(inbox: Inbox) -> None
     receipts = [do_receive_email(inbox, r, source="test") for r in (raw, relayed)]
     assert [r.stored for r in receipts] == [True, False]
     assert InboundEvent.objects.get().dedupe_key == "mid:same-1@mail.example.com"
+
+
+def test_another_mail_reusing_a_message_id_is_kept_as_a_mail_of_its_own(inbox: Inbox) -> None:
+    # given a mail, and a different one from a mailer that reuses Message-IDs
+    first = mail(message_id="<reused@forms.example.com>", body="First question\n")
+    second = mail(message_id="<reused@forms.example.com>", subject="Another", body="Second question\n")
+    # when both arrive, and the first is redelivered through a relay
+    relayed = b"Received: from relay.example.com by mx.example.com; Mon, 2 Mar 2026 09:14:03 +0000\r\n" + first
+    receipts = [do_receive_email(inbox, raw, source="test") for raw in (first, second, relayed)]
+    for receipt in receipts:
+        do_process_inbound_event(receipt.event_id)
+    # then the second mail is stored and shown; the relayed copy is not
+    assert [r.stored for r in receipts] == [True, True, False]
+    texts = sorted(m.text.strip() for m in Message.objects.all())
+    assert texts == ["First question", "Second question"]
 
 
 def test_mail_without_message_id_is_deduplicated_by_its_bytes(inbox: Inbox) -> None:

@@ -867,3 +867,29 @@ def test_idle_start_reports_mail_announced_with_the_continuation(dovecot: Doveco
 def test_command_idle_refuses_when_no_inbox_uses_idle(inbox: Inbox) -> None:
     with pytest.raises(CommandError, match="imap_idle"):
         call_command("poll_mailboxes", "--idle", "--max-seconds", "1")
+
+
+def test_an_idle_watcher_that_fails_starts_again(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    from types import SimpleNamespace
+
+    from django.db import DatabaseError
+
+    from channels_inbox.management.commands import poll_mailboxes as command_module
+
+    # given a watcher whose first run dies on a database restart
+    settings.IMAP_BACKOFF_BASE_SECONDS = 0.01
+    runs: list[str] = []
+
+    def flaky(inbox_id: int, *, folder: str, stop: threading.Event, on_poll: Any) -> None:
+        runs.append(folder)
+        if len(runs) == 1:
+            raise DatabaseError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(command_module, "do_watch_mailbox", flaky)
+    command = command_module.Command(stdout=io.StringIO(), stderr=io.StringIO())
+    command.write_lock = threading.Lock()
+    # when
+    command._watch(SimpleNamespace(pk=1, slug="support"), "INBOX", threading.Event())  # type: ignore[arg-type]
+    # then it said so and watched again, instead of leaving the folder unwatched
+    assert runs == ["INBOX", "INBOX"]
+    assert "support INBOX: watcher failed (DatabaseError" in command.stderr.getvalue()

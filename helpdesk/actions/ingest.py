@@ -19,6 +19,7 @@ from helpdesk.events import Created, FollowupCreated, MessageReceived, NoteAdded
 from helpdesk.html import json_without_nul, sanitize_html, without_nul
 from helpdesk.models import Direction, Message, Ticket, TicketCC, TicketStatus, User
 from helpdesk.numbers import next_ticket_numbers
+from helpdesk.permissions import ticket_policy
 
 if TYPE_CHECKING:
     from channels_inbox.adapters.base import InboundMessage
@@ -117,7 +118,7 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
                 repeated.add(len(plans))
                 plans.append(seen_ids[inbound.external_id])
                 continue
-            ticket = threads.find(inbound, customer)
+            ticket, writer = threads.find(inbound, customer)
             if inbound.automatic and (ticket is None or ticket.status == TicketStatus.CLOSED):
                 plans.append(IngestResult(None, None, created_ticket=False))
                 continue
@@ -126,7 +127,7 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
             previous = ticket if created else None
             # An agent writing into an existing conversation (a reply from their mail client)
             # leaves an internal note: nothing is sent, and the ball stays where it was.
-            agent = None if created else threads.agent_of(inbound)
+            agent = None if created else writer.agent
             if created:
                 ticket = _new_ticket(inbox, inbound, customer, followup_of=previous, now=now)
                 new_tickets.append(ticket)
@@ -142,6 +143,10 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
             ticket.last_activity_at = now
             ticket.updated_at = now
             threads.remember(ticket, item)
+            # People on the Cc join a ticket only from a mail that opened it or proved it
+            # answers the ticket's mail: a forged From with a typed [#N] adds nobody.
+            if not (created or writer.proven):
+                item = IngestItem(inbound, customer, [])
             plan = _Plan(item, ticket, created, previous, reopened_from, agent)
             plans.append(plan)
             if inbound.external_id:
@@ -210,6 +215,14 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
         update_rows(list(touched.values()), _TICKET_FIELDS)
 
     return [p if isinstance(p, IngestResult) else p.result(duplicate=i in repeated) for i, p in enumerate(plans)]
+
+
+@dataclass
+class _Writer:
+    # The mail proved it answers the ticket's own mail (or needs no proof: a new ticket, a key).
+    proven: bool
+    # Set when the sender is an agent writing to the ticket: the message is their note.
+    agent: User | None = None
 
 
 @dataclass(eq=False)
@@ -288,11 +301,20 @@ class _Threads:
         self.agents = agents_by_email(_sender_emails(items)) if replied or numbers else {}
         self.created: dict[int, int] = {}  # id(new ticket) → its place among this batch's new tickets
 
-    def may_write(self, ticket: Ticket, inbound: InboundMessage, customer: Customer) -> bool:
-        """The sender is the ticket's customer, one of its CCs, or an agent."""
+    def writer(self, ticket: Ticket, inbound: InboundMessage, customer: Customer, *, proven: bool) -> _Writer | None:
+        """Who the sender is on this ticket, if they may write to it at all.
+
+        The ticket's customer and its CCs may (From can be forged; email is no stronger).
+        An agent may only with proof that the mail answers the ticket's own mail (a reply id,
+        a signed reply address), not with a typed subject token, and only on tickets that
+        agent may see: their mail becomes a note in the desk, which colleagues trust.
+        """
         if ticket.customer_id == customer.pk or customer.pk in self.ccs.get(id(ticket), ()):
-            return True
-        return self.agent_of(inbound) is not None
+            return _Writer(proven=proven)
+        agent = self.agent_of(inbound) if proven else None
+        if agent is not None and ticket_policy.can_add_note(agent, ticket):
+            return _Writer(proven=True, agent=agent)
+        return None
 
     def agent_of(self, inbound: InboundMessage) -> User | None:
         """The active agent who sent the message, by its email address."""
@@ -305,24 +327,31 @@ class _Threads:
             None,
         )
 
-    def find(self, inbound: InboundMessage, customer: Customer) -> Ticket | None:
+    def find(self, inbound: InboundMessage, customer: Customer) -> tuple[Ticket | None, _Writer]:
+        """The ticket the message joins (None: a new one) and what its sender is there."""
         if inbound.thread_key:
             # An explicit conversation key decides alone: an unknown key starts a new ticket.
-            return self.by_key.get(inbound.thread_key)
-        answered = [
-            self.replies[ref]
-            for ref in inbound.in_reply_to[-50:]
-            if ref in self.replies and self.may_write(self.replies[ref][1], inbound, customer)
-        ]
+            # (The API channel's keys come in signed requests.)
+            return self.by_key.get(inbound.thread_key), _Writer(proven=True)
+        answered = []
+        for ref in inbound.in_reply_to[-50:]:
+            if ref in self.replies:
+                order, ticket = self.replies[ref]
+                writer = self.writer(ticket, inbound, customer, proven=True)
+                if writer is not None:
+                    answered.append((order, ticket, writer))
         if answered:
-            return max(answered, key=lambda pair: pair[0])[1]
+            _, ticket, writer = max(answered, key=lambda found: found[0])
+            return ticket, writer
         for number in inbound.ticket_candidates[:10]:
             named = self.by_number.get(number)
-            if named is not None and self.may_write(named, inbound, customer):
-                return named
+            if named is not None:
+                writer = self.writer(named, inbound, customer, proven=number in inbound.proven_tickets)
+                if writer is not None:
+                    return named, writer
         if inbound.thread_by_customer:
-            return self.by_customer.get(customer.pk)
-        return None
+            return self.by_customer.get(customer.pk), _Writer(proven=True)
+        return None, _Writer(proven=True)
 
     def remember(self, ticket: Ticket, item: IngestItem) -> None:
         """Later messages of this batch see this ticket as the newest of its key and customer,

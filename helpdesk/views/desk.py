@@ -182,9 +182,11 @@ def attachment_download(request: HttpRequest, attachment_id: int) -> HttpRespons
 
 
 # The HTML of an email, shown in a sandboxed frame: no script, nothing remote unless asked,
-# no forms, no <base>. `img-src 'self'` lets its cid: images (rewritten to attachment URLs) load.
+# no forms, no <base>; its cid: images are embedded as data: URLs. The CSP sandbox gives the
+# document an opaque origin even when it is opened directly rather than in the frame.
 HTML_VIEW_CSP = (
-    "default-src 'none'; img-src 'self' data:{remote}; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+    "default-src 'none'; img-src 'self' data:{remote}; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; sandbox allow-popups allow-popups-to-escape-sandbox"
 )
 
 

@@ -25,11 +25,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from channels_inbox.actions.mailbox import (
     FolderPoll,
     PollResult,
+    backoff_delay,
     do_poll_due_mailboxes,
     do_poll_mailbox,
     do_watch_mailbox,
@@ -106,10 +107,16 @@ class Command(BaseCommand):
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if polling:
-                if options["inbox"]:
-                    results = [do_poll_mailbox(inbox, respect_backoff=True) for inbox in inboxes]
-                else:
-                    results = do_poll_due_mailboxes(inline=True).results
+                try:
+                    if options["inbox"]:
+                        results = [do_poll_mailbox(inbox, respect_backoff=True) for inbox in inboxes]
+                    else:
+                        results = do_poll_due_mailboxes(inline=True).results
+                except DatabaseError as exc:
+                    # The database is away (a restart, a failover): say so and keep polling.
+                    self._write(f"polling failed: {type(exc).__name__}: {exc}; trying again", error=True)
+                    connection.close()
+                    results = []
                 for result in results:
                     self._report(result, quiet=True)
             wait = options["every"] if polling else 0.5
@@ -124,12 +131,22 @@ class Command(BaseCommand):
         def report(poll: FolderPoll) -> None:
             self._report(PollResult(inbox=inbox.slug, folders=[poll]), quiet=True)
 
-        try:
-            do_watch_mailbox(inbox.pk, folder=folder, stop=stop, on_poll=report)
-        except Exception as exc:  # noqa: BLE001 - a watcher must not take the command down silently
-            self._write(f"{inbox.slug} {folder}: watcher stopped: {type(exc).__name__}: {exc}", error=True)
-        finally:
-            connection.close()
+        failures = 0
+        while not stop.is_set():
+            try:
+                do_watch_mailbox(inbox.pk, folder=folder, stop=stop, on_poll=report)
+                return
+            except Exception as exc:  # noqa: BLE001 - e.g. the database restarting: wait, then watch again
+                failures += 1
+                delay = backoff_delay(failures).total_seconds()
+                self._write(
+                    f"{inbox.slug} {folder}: watcher failed ({type(exc).__name__}: {exc}); "
+                    f"starting again in {delay:.0f} s",
+                    error=True,
+                )
+                stop.wait(delay)
+            finally:
+                connection.close()
 
     def _report(self, result: PollResult, *, quiet: bool = False) -> None:
         for poll in result.folders:
