@@ -10,9 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -22,10 +20,9 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.test_run_modes import ROOT, embedded_env, free_port, manage, wait_until
+from tests.test_run_modes import ROOT, embedded_env, free_port, manage, serving, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -90,34 +87,8 @@ def desk(tmp_path: Path, smtp: tuple[int, Collector]) -> Iterator[dict[str, Any]
         )
     )
     manage(env, "agent", "create", "ada@example.com", "--name", "Ada Agent", "--password", "pw-ada-12345")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 30, "the embedded server")
+    with serving(env) as (base, _, _):
         yield {"base": base, "env": env, "inbox": inbox, "collector": smtp[1]}
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def pipe_mail(env: dict[str, str], raw: bytes) -> None:

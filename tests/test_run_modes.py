@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,19 @@ def embedded_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     manage(env, "migrate", "--noinput")
     inbox = json.loads(manage(env, "inbox", "create", "--kind", "api", "--name", "Shop", "--json"))
     manage(env, "agent", "create", "ada@example.com", "--role", "admin", "--password", "pw-ada-12345")
+    with serving(env, stdout=subprocess.PIPE) as (base, port, proc):
+        yield {"base": base, "port": port, "inbox": inbox, "db": tmp_path / "switchboard.sqlite3", "proc": proc}
+
+
+@contextmanager
+def serving(env: dict[str, str], *, stdout: Any = subprocess.DEVNULL) -> Iterator[tuple[str, int, Any]]:
+    """`manage.py serve` on a free port, up (/healthz answers); killed with its group at the end."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -85,7 +93,7 @@ def embedded_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
     try:
         wait_until(up, 30, "the embedded server")
-        yield {"base": base, "port": port, "inbox": inbox, "db": tmp_path / "switchboard.sqlite3", "proc": proc}
+        yield base, port, proc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
