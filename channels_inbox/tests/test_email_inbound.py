@@ -760,21 +760,43 @@ def test_a_conversation_stored_before_processing_threads_in_one_batch(inbox: Inb
     assert len(set(tickets)) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reply processed before its original starts a ticket of its own: threading looks only "
-    "backwards (the reply's ids among stored messages), never for stored replies naming a new message",
-)
 def test_a_reply_processed_before_its_original_still_shares_its_ticket(inbox: Inbox) -> None:
     # given: the original and its reply, stored in order
-    first = mail()
+    first = mail(headers={"Cc": "Bob <bob@example.com>"})
     original = do_receive_email(inbox, first, source="test").event_id
     answer = do_receive_email(inbox, mail(headers={"In-Reply-To": f"<{mid(first)}>"}), source="test").event_id
     # when: a worker gets to the reply first (two workers each holding one of them, or a retried original)
     do_process_inbound_event(answer, batch_size=1)
     do_process_inbound_event(original, batch_size=1)
+    # then the original joins the reply's ticket, with the people it copied in
+    (ticket,) = Ticket.objects.all()
+    assert ticket.messages.count() == 2
+    assert [cc.customer.name for cc in ticket.ccs.select_related("customer")] == ["Bob"]
+
+
+def test_a_reply_ahead_of_its_original_in_one_batch_shares_its_ticket(inbox: Inbox) -> None:
+    # given: the reply stored before the original (an ESP redelivered the original late)
+    first = mail()
+    answer = do_receive_email(inbox, mail(headers={"References": f"<{mid(first)}>"}), source="test").event_id
+    do_receive_email(inbox, first, source="test")
+    # when one worker takes both
+    do_process_inbound_event(answer, batch_size=50)
     # then
     assert Ticket.objects.count() == 1
+    assert Message.objects.count() == 2
+
+
+def test_a_strangers_mail_answered_by_nobody_it_knows_opens_its_own_ticket(inbox: Inbox) -> None:
+    # given Ana's reply naming a mail that has not been processed yet
+    first = mail(sender="eve@evil.example")
+    do_process_inbound_event(
+        do_receive_email(inbox, mail(headers={"In-Reply-To": f"<{mid(first)}>"}), source="test").event_id
+    )
+    # when that mail turns out to be from someone who may not write to Ana's ticket
+    event = receive(inbox, first)
+    # then it is a ticket of its own
+    assert Ticket.objects.count() == 2
+    assert ticket_of(event).customer.identities.get().value == "eve@evil.example"
 
 
 # --- charsets -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from helpdesk.attachments import store_attachment
 from helpdesk.bulk import update_rows
 from helpdesk.events import Created, FollowupCreated, MessageReceived, NoteAdded, PendingEvents, StatusChanged
 from helpdesk.html import json_without_nul, sanitize_html, without_nul
-from helpdesk.models import Direction, Message, Ticket, TicketCC, TicketStatus, User
+from helpdesk.models import Direction, Message, MessageReply, Ticket, TicketCC, TicketStatus, User
 from helpdesk.numbers import next_ticket_numbers
 from helpdesk.permissions import ticket_policy
 
@@ -71,10 +71,11 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
     """Write inbound messages of one inbox onto the right tickets, with their events, in order.
 
     Threading, in order: the adapter's thread key (it decides alone); the provider ids the
-    message replies to; the ticket numbers the message names (`ticket_candidates`); and,
-    for chat-like channels (`thread_by_customer`), the customer's latest ticket in this
-    inbox. A reply id or a named ticket is taken only if the sender may write to that
-    ticket: its customer, one of its CCs, or an agent — a stranger who guesses a number
+    message replies to; the ticket numbers the message names (`ticket_candidates`); a stored
+    message that replies to this one (it was processed first); and, for chat-like channels
+    (`thread_by_customer`), the customer's latest ticket in this inbox. A ticket found by
+    ids or numbers is taken only if the sender may write to it: its customer, one of its
+    CCs, or an agent (with proof, see `_Threads.writer`) — a stranger who guesses a number
     starts a ticket of their own. Otherwise a new ticket.
 
     A message for a closed ticket opens a follow-up ticket linked to it; a pending, on-hold
@@ -161,6 +162,13 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
             plan.message = _message(inbox, plan.item, plan.ticket, plan.agent)
         if todo:
             Message.objects.bulk_create([plan.message for plan in todo])
+        answered = [
+            MessageReply(message=plan.message, inbox=inbox, replied_id=ref)
+            for plan in todo
+            for ref in dict.fromkeys(ref[:255] for ref in plan.item.inbound.in_reply_to[-50:] if ref)
+        ]
+        if answered:
+            MessageReply.objects.bulk_create(answered)
         for plan in todo:
             for attachment in plan.item.inbound.attachments:
                 store_attachment(
@@ -260,6 +268,8 @@ class _Threads:
         }
         replied = {ref for inbound in unkeyed for ref in inbound.in_reply_to[-50:]}
         numbers = {number for inbound in unkeyed for number in inbound.ticket_candidates[:10]}
+        # Mails that would open a ticket may have been answered already (a reply stored first).
+        forward = {inbound.external_id for inbound in unkeyed if inbound.external_id and not inbound.thread_by_customer}
         _lock_thread_keys(inbox, keys)
         tickets = Ticket.objects.filter(inbox=inbox)
         key_ticket: dict[str, int] = {}
@@ -277,10 +287,17 @@ class _Threads:
                 "external_id", "created_at", "ticket_id"
             )
             replies = {external_id: (at, ticket_id) for external_id, at, ticket_id in answered}
+        answers: list[tuple[str, datetime, int]] = []
+        if forward:
+            answers = list(
+                MessageReply.objects.filter(inbox=inbox, replied_id__in=forward).values_list(
+                    "replied_id", "message__created_at", "message__ticket_id"
+                )
+            )
         # Named tickets may have started in any inbox: a customer may answer on another address.
         number_ticket = dict(Ticket.objects.filter(number__in=numbers).values_list("number", "id")) if numbers else {}
         wanted = {*key_ticket.values(), *customer_ticket.values(), *(t for _, t in replies.values())}
-        wanted |= set(number_ticket.values())
+        wanted |= set(number_ticket.values()) | {ticket_id for _, _, ticket_id in answers}
         locked = (
             {t.pk: t for t in Ticket.objects.select_for_update().filter(pk__in=wanted).order_by("pk")} if wanted else {}
         )
@@ -291,14 +308,18 @@ class _Threads:
         self.replies: dict[str, tuple[tuple[int, float, int], Ticket]] = {
             ref: ((0, at.timestamp(), ticket_id), locked[ticket_id]) for ref, (at, ticket_id) in replies.items()
         }
+        # Message id → the tickets of stored messages (then of this batch's) that answer it.
+        self.answered_by: dict[str, list[tuple[tuple[int, float, int], Ticket]]] = {}
+        for ref, at, ticket_id in answers:
+            self.answered_by.setdefault(ref, []).append(((0, at.timestamp(), ticket_id), locked[ticket_id]))
         # Who may write to each ticket besides its customer (by id() of the ticket object).
         self.ccs: dict[int, set[int]] = {}
-        if locked and (replied or numbers):
+        if locked and (replied or numbers or answers):
             for ticket_id, customer_id in TicketCC.objects.filter(ticket_id__in=locked).values_list(
                 "ticket_id", "customer_id"
             ):
                 self.ccs.setdefault(id(locked[ticket_id]), set()).add(customer_id)
-        self.agents = agents_by_email(_sender_emails(items)) if replied or numbers else {}
+        self.agents = agents_by_email(_sender_emails(items)) if replied or numbers or answers else {}
         self.created: dict[int, int] = {}  # id(new ticket) → its place among this batch's new tickets
 
     def writer(self, ticket: Ticket, inbound: InboundMessage, customer: Customer, *, proven: bool) -> _Writer | None:
@@ -349,6 +370,11 @@ class _Threads:
                 writer = self.writer(named, inbound, customer, proven=number in inbound.proven_tickets)
                 if writer is not None:
                     return named, writer
+        # The earliest stored answer to this very mail: it was processed first, so join it.
+        for _, ticket in sorted(self.answered_by.get(inbound.external_id, []), key=lambda found: found[0]):
+            writer = self.writer(ticket, inbound, customer, proven=True)
+            if writer is not None:
+                return ticket, writer
         if inbound.thread_by_customer:
             return self.by_customer.get(customer.pk), _Writer(proven=True)
         return None, _Writer(proven=True)
@@ -363,6 +389,8 @@ class _Threads:
             self.created.setdefault(id(ticket), len(self.created))
         if inbound.external_id:
             self.replies[inbound.external_id] = ((1, float(len(self.replies)), 0), ticket)
+        for ref in inbound.in_reply_to[-50:]:
+            self.answered_by.setdefault(ref, []).append(((1, float(len(self.replies)), 0), ticket))
         if item.cc_customers:
             self.ccs.setdefault(id(ticket), set()).update(c.pk for c in item.cc_customers)
         current = self.by_customer.get(customer.pk)

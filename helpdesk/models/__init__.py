@@ -1,6 +1,6 @@
 from helpdesk.models.agent import AgentProfile, Presence, Role, Team, User
 from helpdesk.models.event import TicketEvent, TicketEventType
-from helpdesk.models.message import DELIVERY_RANK, Attachment, DeliveryStatus, Direction, Message
+from helpdesk.models.message import DELIVERY_RANK, Attachment, DeliveryStatus, Direction, Message, MessageReply
 from helpdesk.models.ticket import Priority, Tag, Ticket, TicketCC, TicketStatus
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "DeliveryStatus",
     "Direction",
     "Message",
+    "MessageReply",
     "Presence",
     "Priority",
     "Role",

@@ -106,3 +106,26 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class MessageReply(models.Model):
+    """One id a message says it answers (its In-Reply-To and References), kept searchable.
+
+    Threading looks backwards (a new message's ids among stored messages) and, through
+    this table, forwards: a message processed after a reply to it (workers racing, a
+    retried original, an ESP's late redelivery) finds the reply's ticket instead of
+    opening a second one.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="replied_ids")
+    inbox = models.ForeignKey("channels_inbox.Inbox", on_delete=models.CASCADE, related_name="+")
+    replied_id = models.CharField(max_length=255)
+
+    class Meta:
+        indexes = [
+            # "Stored messages of this inbox that answer these ids" when a message would open a ticket.
+            models.Index(fields=["inbox", "replied_id"], name="messagereply_inbox_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.message_id} answers {self.replied_id}"
