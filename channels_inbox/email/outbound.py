@@ -265,6 +265,8 @@ def thread_headers(ticket: Ticket) -> dict[str, str]:
     if latest is None:
         return {}
     external_id, metadata = latest
+    # A mail that reused a taken Message-ID is stored as "<id>#<hash>": it still answers "<id>".
+    external_id = external_id.partition("#")[0]
     if not _MESSAGE_ID.match(external_id) or "<" in external_id or ">" in external_id:
         return {}
     stored = ((metadata or {}).get("email") or {}).get("references") or []
