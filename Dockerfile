@@ -1,5 +1,13 @@
 # Switchboard's production image: one image for every process (web, ws, worker, beat,
 # migrate); docker-compose.yml picks the command. See docs/deployment.md.
+
+# The front-end libraries, installed by npm from package-lock.json (no install scripts); only
+# the files the desk serves are copied into the image below.
+FROM node:20-slim AS frontend
+WORKDIR /build
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -30,6 +38,7 @@ COPY knowledge_base/ knowledge_base/
 COPY reporting/ reporting/
 COPY templates/ templates/
 COPY static/ static/
+COPY --from=frontend /build/node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
 
 # Static files are collected (hashed, compressed) into the image; whitenoise serves them from
 # gunicorn. collectstatic needs settings but no database and no real secret.

@@ -1,6 +1,7 @@
 # Switchboard — `make run` serves the embedded demo, `make test` runs the suite.
-# Everything installs into .venv from requirements.lock; nothing is needed beforehand but
-# Python >= 3.11 with venv (Debian: python3-venv).
+# Everything installs into .venv from requirements.lock and into node_modules from
+# package-lock.json; nothing is needed beforehand but Python >= 3.11 with venv and Node.js with
+# npm (Debian: apt-get install python3-venv nodejs npm).
 
 PYTHON ?= python3
 VENV := .venv
@@ -25,7 +26,21 @@ $(STAMP): requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $(STAMP)
 
-install: $(STAMP)
+# Front-end libraries: npm installs the lock (no install scripts run), and the one file each
+# library serves is copied into static/vendor/ (git-ignored), where collectstatic finds it.
+NODE_STAMP := node_modules/.installed
+VENDOR := static/vendor/htmx.min.js
+
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "Switchboard needs Node.js with npm for its front-end libraries: install them (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+$(VENDOR): $(NODE_STAMP)
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)
+
+install: $(STAMP) $(VENDOR)
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -62,4 +77,4 @@ lock:
 	/tmp/switchboard-lock/bin/pip freeze | sort -f > requirements.lock && rm -rf /tmp/switchboard-lock
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) staticfiles node_modules static/vendor .pytest_cache .mypy_cache .ruff_cache

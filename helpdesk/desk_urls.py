@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from helpdesk.views import desk
+from helpdesk.views import desk, search, ticket_fields
 
 urlpatterns = [
     path("", desk.ticket_list, name="ticket_list"),
@@ -12,9 +12,15 @@ urlpatterns = [
     path("tickets/<int:number>/reply/", desk.ticket_reply, name="ticket_reply"),
     path("tickets/<int:number>/status/", desk.ticket_status, name="ticket_status"),
     path("tickets/<int:number>/assign/", desk.ticket_assign, name="ticket_assign"),
+    path("tickets/<int:number>/priority/", ticket_fields.ticket_priority, name="ticket_priority"),
+    path("tickets/<int:number>/team/", ticket_fields.ticket_team, name="ticket_team"),
+    path("tickets/<int:number>/tags/", ticket_fields.ticket_tags, name="ticket_tags"),
+    path("tickets/<int:number>/merge/", ticket_fields.ticket_merge, name="ticket_merge"),
+    path("tickets/<int:number>/followup/", ticket_fields.ticket_followup, name="ticket_followup"),
     path("deliveries/<int:delivery_id>/retry/", desk.delivery_retry, name="delivery_retry"),
     path("attachments/<int:attachment_id>/", desk.attachment_download, name="attachment"),
     path("messages/<int:message_id>/html/", desk.message_html, name="message_html"),
     path("messages/<int:message_id>/raw/", desk.message_raw, name="message_raw"),
     path("held/", desk.held_events, name="held_events"),
+    path("search/", search.search_page, name="search"),
 ]

@@ -116,6 +116,25 @@ class AutoReplySent(EventPayload):
     channel: str
 
 
+@dataclass(frozen=True)
+class Merged(EventPayload):
+    """This ticket was merged into another: its messages and CCs live there now, it is closed."""
+
+    type = TicketEventType.MERGED
+    into_ticket_id: int
+    into_number: int
+
+
+@dataclass(frozen=True)
+class MergedFrom(EventPayload):
+    """Another ticket was merged into this one, bringing `messages` messages with it."""
+
+    type = TicketEventType.MERGED_FROM
+    source_ticket_id: int
+    source_number: int
+    messages: int
+
+
 EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
     cls.type.value: cls
     for cls in (
@@ -131,6 +150,8 @@ EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
         FollowupCreated,
         DeliveryChanged,
         AutoReplySent,
+        Merged,
+        MergedFrom,
     )
 }
 

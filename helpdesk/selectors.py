@@ -6,14 +6,16 @@ import base64
 import binascii
 import html as html_lib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 import nh3
-from django.db.models import BinaryField, Exists, OuterRef, Prefetch, Q, QuerySet
-from django.db.models.functions import Substr
+from django.db.models import BinaryField, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -22,7 +24,18 @@ from channels_inbox.email.tokens import strip_reply_prefixes
 from channels_inbox.models import InboundEvent, InboundEventStatus
 from customers.models import Identity, IdentityKind
 from helpdesk.html import sanitize_html
-from helpdesk.models import Attachment, Message, Ticket, TicketCC, TicketEvent, TicketStatus
+from helpdesk.models import (
+    Attachment,
+    Message,
+    Priority,
+    Tag,
+    Team,
+    Ticket,
+    TicketCC,
+    TicketEvent,
+    TicketEventType,
+    TicketStatus,
+)
 from helpdesk.models.ticket import UNSOLVED_STATUSES
 from helpdesk.permissions import team_ids_of, ticket_policy
 
@@ -95,6 +108,146 @@ def ticket_page(user: Any, view: str, cursor: str | None = None, size: int = PAG
     return Page(tickets=rows[:size], next_cursor=next_cursor)
 
 
+# --- ticket filters (search; combinable with any view) ---------------------------------------
+
+
+class FilterError(ValueError):
+    """A filter value that names nothing; the message says which and why."""
+
+
+# The query-string names of the filters, in the order forms show them.
+FILTER_PARAMS = (
+    "status",
+    "channel",
+    "inbox",
+    "team",
+    "assignee",
+    "customer",
+    "created_from",
+    "created_to",
+    "updated_from",
+    "updated_to",
+)
+
+
+@dataclass
+class TicketFilters:
+    """Filters on tickets, parsed and checked (see `parse_ticket_filters`); empty ones filter nothing."""
+
+    status: list[str] = field(default_factory=list)
+    channel: str = ""
+    inbox: int | None = None
+    team: int | None = None
+    # "me", "none", or an agent's user id as text.
+    assignee: str = ""
+    customer: int | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    updated_from: datetime | None = None
+    updated_to: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, name) not in (None, "", []) for name in FILTER_PARAMS)
+
+
+def _filter_id(name: str, value: str) -> int | None:
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise FilterError(f"{name.capitalize()} must be a number, not {value[:40]!r}.")
+    return int(value)
+
+
+def _filter_day(name: str, value: str, *, end: bool) -> datetime | None:
+    """A YYYY-MM-DD day in the current time zone: its start, or (end) the start of the next day."""
+    from datetime import timedelta
+
+    from django.utils.dateparse import parse_date
+
+    if not value:
+        return None
+    try:
+        day = parse_date(value[:40])
+    except ValueError:
+        day = None
+    if day is None:
+        raise FilterError(f"{name.replace('_', ' ').capitalize()} must be a date like 2025-01-31, not {value[:40]!r}.")
+    start = datetime(day.year, day.month, day.day)
+    try:
+        start = start + timedelta(days=1) if end else start
+    except OverflowError:
+        raise FilterError(f"{name.replace('_', ' ').capitalize()} is out of range.") from None
+    return timezone.make_aware(start)
+
+
+def parse_ticket_filters(params: Any) -> TicketFilters:
+    """Filters from a query string (a QueryDict); FilterError for a value that names nothing.
+
+    Ids are checked for form only: an id of nothing (or of something the agent may not
+    see) simply matches no ticket.
+    """
+    from channels_inbox.adapters import adapter_kinds
+
+    def one(name: str) -> str:
+        return str(params.get(name, "") or "").replace("\x00", "").strip()
+
+    statuses = [s.strip() for s in params.getlist("status") if s.strip()] if hasattr(params, "getlist") else []
+    if not statuses and one("status"):
+        statuses = [one("status")]
+    for status in statuses:
+        if status not in TicketStatus.values:
+            raise FilterError(f"Unknown status {status[:40]!r}; one of: {', '.join(TicketStatus.values)}.")
+    channel = one("channel")
+    if channel and channel not in adapter_kinds():
+        raise FilterError(f"Unknown channel {channel[:40]!r}; one of: {', '.join(adapter_kinds())}.")
+    assignee = one("assignee")
+    if assignee not in ("", "me", "none"):
+        _filter_id("assignee", assignee)
+    filters = TicketFilters(
+        status=list(dict.fromkeys(statuses)),
+        channel=channel,
+        inbox=_filter_id("inbox", one("inbox")),
+        team=_filter_id("team", one("team")),
+        assignee=assignee,
+        customer=_filter_id("customer", one("customer")),
+        created_from=_filter_day("created_from", one("created_from"), end=False),
+        created_to=_filter_day("created_to", one("created_to"), end=True),
+        updated_from=_filter_day("updated_from", one("updated_from"), end=False),
+        updated_to=_filter_day("updated_to", one("updated_to"), end=True),
+    )
+    return filters
+
+
+def filter_tickets(tickets: QuerySet[Ticket], filters: TicketFilters, user: Any) -> QuerySet[Ticket]:
+    """`tickets` narrowed by `filters` (date "to" bounds are exclusive: the day after the last one)."""
+    if filters.status:
+        tickets = tickets.filter(status__in=filters.status)
+    if filters.channel:
+        tickets = tickets.filter(channel=filters.channel)
+    if filters.inbox is not None:
+        tickets = tickets.filter(inbox_id=filters.inbox)
+    if filters.team is not None:
+        tickets = tickets.filter(team_id=filters.team)
+    if filters.assignee == "me":
+        tickets = tickets.filter(assignee_id=user.pk)
+    elif filters.assignee == "none":
+        tickets = tickets.filter(assignee__isnull=True)
+    elif filters.assignee:
+        tickets = tickets.filter(assignee_id=int(filters.assignee))
+    if filters.customer is not None:
+        tickets = tickets.filter(customer_id=filters.customer)
+    if filters.created_from is not None:
+        tickets = tickets.filter(created_at__gte=filters.created_from)
+    if filters.created_to is not None:
+        tickets = tickets.filter(created_at__lt=filters.created_to)
+    if filters.updated_from is not None:
+        tickets = tickets.filter(updated_at__gte=filters.updated_from)
+    if filters.updated_to is not None:
+        tickets = tickets.filter(updated_at__lt=filters.updated_to)
+    return tickets
+
+
 def ticket_timeline(ticket: Ticket) -> list[Message | TicketEvent]:
     """Messages and the events worth showing between them, in order.
 
@@ -111,11 +264,78 @@ def ticket_timeline(ticket: Ticket) -> list[Message | TicketEvent]:
         shown_inline = inline_images_shown(message, attachments)
         message.listed_attachments = [a for a in attachments if a.pk not in shown_inline]  # type: ignore[attr-defined]
         message.mail = email_view(message, ticket) if message.channel == "email" else None  # type: ignore[attr-defined]
-    shown = ["status_changed", "assigned", "team_changed", "priority_changed", "followup_created", "created"]
-    events = list(ticket.events.filter(type__in=shown).select_related("actor", "actor_customer"))
+    shown = [
+        "status_changed",
+        "assigned",
+        "team_changed",
+        "priority_changed",
+        "tags_changed",
+        "followup_created",
+        "merged",
+        "merged_from",
+        "created",
+    ]
+    events = list(
+        ticket.events.filter(type__in=shown)
+        .select_related("actor", "actor_customer")
+        .annotate(
+            old_team_pk=Cast(KT("data__old_team_id"), IntegerField()),
+            new_team_pk=Cast(KT("data__new_team_id"), IntegerField()),
+        )
+        .annotate(
+            old_team_name=Subquery(Team.objects.filter(pk=OuterRef("old_team_pk")).values("name")[:1]),
+            new_team_name=Subquery(Team.objects.filter(pk=OuterRef("new_team_pk")).values("name")[:1]),
+        )
+    )
+    label_field_changes(events)
     timeline: list[Message | TicketEvent] = [*messages, *events]
     timeline.sort(key=lambda item: (item.created_at, 0 if isinstance(item, TicketEvent) else 1))
     return timeline
+
+
+def label_field_changes(events: Sequence[TicketEvent]) -> None:
+    """Give priority and team changes `old_label` and `new_label` to show (team names come
+    annotated as `old_team_name` / `new_team_name`: no query here)."""
+    priorities = dict(Priority.choices)
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type == TicketEventType.PRIORITY_CHANGED:
+            old, new = data.get("old"), data.get("new")
+            event.old_label = priorities.get(old, str(old)) if isinstance(old, int) else str(old)  # type: ignore[attr-defined]
+            event.new_label = priorities.get(new, str(new)) if isinstance(new, int) else str(new)  # type: ignore[attr-defined]
+        elif event.type == TicketEventType.TEAM_CHANGED:
+            event.old_label = _team_label(data.get("old_team_id"), getattr(event, "old_team_name", None))  # type: ignore[attr-defined]
+            event.new_label = _team_label(data.get("new_team_id"), getattr(event, "new_team_name", None))  # type: ignore[attr-defined]
+
+
+def _team_label(team_id: Any, name: str | None) -> str:
+    if not team_id:
+        return "no team"
+    return name or "a deleted team"
+
+
+@dataclass
+class SideFields:
+    """What the ticket page's edit panel shows besides the ticket: its tags and the choices."""
+
+    tags: list[Tag]
+    teams: list[Team]
+    priorities: list[tuple[int, str]]
+    # The number of the ticket this one was merged into, if it was.
+    merged_into_number: int | None
+
+
+def ticket_side_fields(ticket: Ticket, *, editable: bool) -> SideFields:
+    """The ticket's tags (by name), and for an editor the teams to move it to: one query each."""
+    merged_into_number = None
+    if ticket.merged_into_id is not None:
+        merged_into_number = Ticket.objects.filter(pk=ticket.merged_into_id).values_list("number", flat=True).first()
+    return SideFields(
+        tags=list(ticket.tags.order_by("name")),
+        teams=list(Team.objects.order_by("name")) if editable else [],
+        priorities=list(Priority.choices),
+        merged_into_number=merged_into_number,
+    )
 
 
 def events_after(ticket: Ticket, seq: int, limit: int = 500) -> list[TicketEvent]:

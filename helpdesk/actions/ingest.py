@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ from helpdesk.html import json_without_nul, sanitize_html, without_nul
 from helpdesk.models import Direction, Message, MessageReply, Ticket, TicketCC, TicketStatus, User
 from helpdesk.numbers import next_ticket_numbers
 from helpdesk.permissions import ticket_policy
+from helpdesk.search_text import SearchDocument
 
 if TYPE_CHECKING:
     from channels_inbox.adapters.base import InboundMessage
@@ -71,9 +72,10 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
     """Write inbound messages of one inbox onto the right tickets, with their events, in order.
 
     Threading, in order: the adapter's thread key (it decides alone); the provider ids the
-    message replies to; the ticket numbers the message names (`ticket_candidates`); a stored
-    message that replies to this one (it was processed first); and, for chat-like channels
-    (`thread_by_customer`), the customer's latest ticket in this inbox. A ticket found by
+    message replies to; the ticket numbers the message names (`ticket_candidates`; the number
+    of a merged ticket names the ticket it was merged into); a stored message that replies
+    to this one (it was processed first); and, for chat-like channels (`thread_by_customer`),
+    the customer's latest ticket in this inbox. A ticket found by
     ids or numbers is taken only if the sender may write to it: its customer, one of its
     CCs, or an agent (with proof, see `_Threads.writer`) — a stranger who guesses a number
     starts a ticket of their own. Otherwise a new ticket.
@@ -156,10 +158,14 @@ def do_ingest_messages(*, inbox: Inbox, items: Sequence[IngestItem]) -> list[Ing
         todo = list(dict.fromkeys(p for p in plans if isinstance(p, _Plan)))
         for ticket, number in zip(new_tickets, next_ticket_numbers(len(new_tickets)), strict=True):
             ticket.number = number
+        # bulk_create skips save(): the search documents are set here, computed in the INSERTs.
+        for ticket in new_tickets:
+            ticket.search_vector = SearchDocument(ticket.subject)
         if new_tickets:
             Ticket.objects.bulk_create(new_tickets)
         for plan in todo:
             plan.message = _message(inbox, plan.item, plan.ticket, plan.agent)
+            plan.message.search_vector = SearchDocument(plan.message.text)
         if todo:
             Message.objects.bulk_create([plan.message for plan in todo])
         answered = [
@@ -295,15 +301,23 @@ class _Threads:
                 )
             )
         # Named tickets may have started in any inbox: a customer may answer on another address.
-        number_ticket = dict(Ticket.objects.filter(number__in=numbers).values_list("number", "id")) if numbers else {}
+        # A named ticket merged into another stands for that one (locked with the rest, in order).
+        named = (
+            list(Ticket.objects.filter(number__in=numbers).values_list("number", "id", "merged_into_id"))
+            if numbers
+            else []
+        )
+        number_ticket = {number: pk for number, pk, _ in named}
+        merged_into = {into for _, _, into in named if into is not None}
         wanted = {*key_ticket.values(), *customer_ticket.values(), *(t for _, t in replies.values())}
-        wanted |= set(number_ticket.values()) | {ticket_id for _, _, ticket_id in answers}
+        wanted |= set(number_ticket.values()) | merged_into | {ticket_id for _, _, ticket_id in answers}
         locked = (
             {t.pk: t for t in Ticket.objects.select_for_update().filter(pk__in=wanted).order_by("pk")} if wanted else {}
         )
+        _lock_merge_targets(locked, number_ticket.values())
         self.by_key = {key: locked[pk] for key, pk in key_ticket.items()}
         self.by_customer = {customer: locked[pk] for customer, pk in customer_ticket.items()}
-        self.by_number = {number: locked[pk] for number, pk in number_ticket.items()}
+        self.by_number = {number: _surviving(locked, pk) for number, pk in number_ticket.items()}
         # Reply id → (order, ticket): stored messages by time, then this batch's in turn.
         self.replies: dict[str, tuple[tuple[int, float, int], Ticket]] = {
             ref: ((0, at.timestamp(), ticket_id), locked[ticket_id]) for ref, (at, ticket_id) in replies.items()
@@ -400,6 +414,35 @@ class _Threads:
     def _age(self, ticket: Ticket) -> tuple[int, int]:
         """Creation order: tickets of this batch after every stored one, among themselves in turn."""
         return (1, self.created[id(ticket)]) if ticket.pk is None else (0, ticket.pk)
+
+
+# How many merges `_Threads` follows from a named ticket (merging repoints earlier merges, so one).
+_MAX_MERGE_HOPS = 5
+
+
+def _lock_merge_targets(locked: dict[int, Ticket], named: Iterable[int]) -> None:
+    """Lock into `locked` the tickets the named ones were merged into, hop by hop, where the
+    first read did not (a chain of merges, a merge committed in between). No query when
+    every target is locked already."""
+    reached = [locked[pk] for pk in named]
+    for _ in range(_MAX_MERGE_HOPS):
+        targets = {t.merged_into_id for t in reached} - {None}
+        missing = targets - locked.keys()
+        if missing:
+            locked.update((t.pk, t) for t in Ticket.objects.select_for_update().filter(pk__in=missing).order_by("pk"))
+        reached = [locked[pk] for pk in targets if pk in locked]
+        if not reached:
+            return
+
+
+def _surviving(locked: dict[int, Ticket], pk: int) -> Ticket:
+    """The ticket that a named ticket's mail goes to: itself, or the one it was merged into."""
+    ticket = locked[pk]
+    for _ in range(_MAX_MERGE_HOPS):
+        if ticket.merged_into_id is None or ticket.merged_into_id not in locked:
+            break
+        ticket = locked[ticket.merged_into_id]
+    return ticket
 
 
 def _sender_emails(items: Sequence[IngestItem]) -> set[str]:

@@ -19,6 +19,8 @@ class TicketEventType(models.TextChoices):
     FOLLOWUP_CREATED = "followup_created", "Follow-up created"
     DELIVERY_CHANGED = "delivery_changed", "Delivery state changed"
     AUTO_REPLY_SENT = "auto_reply_sent", "Automatic reply sent"
+    MERGED = "merged", "Merged into another ticket"
+    MERGED_FROM = "merged_from", "Another ticket merged in"
 
 
 class TicketEvent(models.Model):

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+
+from helpdesk.search_text import SearchDocument
 
 
 class Direction(models.TextChoices):
@@ -61,12 +67,17 @@ class Message(models.Model):
     # When the customer sent it, as the provider reports; created_at is when we stored it.
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The text as the search finds it (helpdesk/search_text.py), computed in the INSERT that
+    # stores the message; NULL on SQLite, which searches `text` itself.
+    search_vector = SearchVectorField(null=True, editable=False)
 
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [
             # The ticket timeline, in order.
             models.Index(fields=["ticket", "created_at", "id"], name="message_ticket_time_idx"),
+            # Desk search: messages containing the query's words (PostgreSQL only, see migrations).
+            GinIndex(fields=["search_vector"], name="message_search_idx"),
         ]
         constraints = [
             # Dedupe and reply threading: a provider's message id is stored once per inbox.
@@ -79,6 +90,16 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.direction} message {self.pk} on ticket {self.ticket_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Every save that writes the text writes its search document with it (bulk_create,
+        # which skips save(), sets it itself: helpdesk/actions/ingest.py).
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "text" in update_fields:
+            self.search_vector = SearchDocument(self.text)
+            if update_fields is not None:
+                kwargs["update_fields"] = [*update_fields, "search_vector"]
+        super().save(*args, **kwargs)
 
 
 def attachment_path(instance: Attachment, filename: str) -> str:

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+
+from helpdesk.search_text import SearchDocument
 
 
 class TicketStatus(models.TextChoices):
@@ -52,6 +58,10 @@ class Ticket(models.Model):
     tags = models.ManyToManyField(Tag, blank=True, related_name="tickets")
     custom_fields = models.JSONField(default=dict, blank=True)
     followup_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followups")
+    # Set when the ticket was merged into another: mail naming this ticket's number goes there.
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_tickets"
+    )
     # The adapter's conversation key (e.g. an API thread_key); messages with it join this ticket.
     thread_key = models.CharField(max_length=255, blank=True)
 
@@ -67,9 +77,13 @@ class Ticket(models.Model):
     last_event_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The subject as the search finds it (helpdesk/search_text.py); NULL on SQLite.
+    search_vector = SearchVectorField(null=True, editable=False)
 
     class Meta:
         indexes = [
+            # Desk search: tickets whose subject has the query's words (PostgreSQL only).
+            GinIndex(fields=["search_vector"], name="ticket_search_idx"),
             # "All open" and status views sorted by last activity; cursor (last_activity_at, id).
             models.Index(fields=["status", "-last_activity_at", "-id"], name="ticket_status_activity_idx"),
             # "Mine": an agent's tickets by status, newest activity first.
@@ -92,6 +106,15 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.number} {self.subject}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A save that writes the subject writes its search document (bulk_create sets it itself).
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "subject" in update_fields:
+            self.search_vector = SearchDocument(self.subject)
+            if update_fields is not None:
+                kwargs["update_fields"] = [*update_fields, "search_vector"]
+        super().save(*args, **kwargs)
 
     @property
     def is_closed(self) -> bool:

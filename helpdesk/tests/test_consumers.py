@@ -17,7 +17,8 @@ from django.test import Client
 
 from conftest import api_payload, post_signed
 from helpdesk.actions.replies import do_add_note
-from helpdesk.actions.tickets import do_change_status, do_change_team
+from helpdesk.actions.ticket_fields import do_change_team
+from helpdesk.actions.tickets import do_change_status
 from helpdesk.asgi import application
 from helpdesk.models import Team, Ticket, User
 from helpdesk.tests.conftest import ingest

@@ -14,12 +14,14 @@ from django.utils import timezone
 from channels_inbox.models import OutboundDelivery
 from helpdesk.actions.agents import do_create_agent
 from helpdesk.actions.replies import do_add_note, do_reply
+from helpdesk.actions.ticket_fields import do_change_priority, do_change_team, do_set_tags
 from helpdesk.actions.tickets import do_change_status
 from helpdesk.attachments import store_attachment
 from helpdesk.models import (
     DeliveryStatus,
     Direction,
     Message,
+    Team,
     Ticket,
     TicketEvent,
     TicketEventType,
@@ -44,8 +46,8 @@ ZIP = b"PK\x03\x04" + b"\x00" * 60
 LIST_QUERIES = 5
 # Ticket page: session, user, role, teams, the ticket (joined with customer, inbox, team,
 # assignee), messages, their attachments, their deliveries, the shown events, the
-# customer's identities, the CCs, the assignable agents.
-DETAIL_QUERIES = 12
+# customer's identities, the CCs, the assignable agents, the ticket's tags, the teams.
+DETAIL_QUERIES = 14
 
 
 def numbers(resp: Any) -> list[int]:
@@ -294,10 +296,14 @@ def test_ticket_list_query_count_does_not_grow_with_the_page(
 
 
 def _busy(ticket: Ticket, agent: Any, rounds: int) -> None:
+    teams = [Team.objects.get(slug="support"), None]
     for i in range(rounds):
         ingest(ticket.inbox, f"message {i}", attachments=[(f"shot-{i}.png", PNG), (f"log-{i}.txt", b"line %d" % i)])
         do_reply(ticket, actor=agent, text=f"reply {i}")
         do_add_note(ticket, actor=agent, text=f"note {i}")
+        do_set_tags(ticket, add=[f"tag-{i}"], actor=agent)
+        do_change_team(ticket, team=teams[i % 2], actor=agent)
+        do_change_priority(ticket, priority=1 + i % 4, actor=agent)
 
 
 def test_ticket_page_query_count_does_not_grow_with_the_timeline(
@@ -320,6 +326,7 @@ def test_ticket_page_query_count_does_not_grow_with_the_timeline(
     assert resp.status_code == 200, resp.content
     assert resp.content.count(b'class="msg ') == 1 + 9 * 3
     assert resp.content.count(b"/desk/attachments/") == 9 * 2
+    assert resp.content.count(b'class="chip"') == 8  # tag-0 … tag-7
 
 
 # --- the ticket page and visibility --------------------------------------------------------

@@ -60,8 +60,8 @@ REPLY_TEXT = (
 # Ticket page of email tickets: session, user, role, teams, the ticket, messages (with
 # whether a raw original is kept), their attachments, their deliveries, the shown events,
 # the customer's identities, the CCs (with their customers), the CCs' email identities,
-# the assignable agents.
-EMAIL_DETAIL_QUERIES = 13
+# the assignable agents, the ticket's tags, the teams.
+EMAIL_DETAIL_QUERIES = 15
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -21,7 +22,7 @@ from channels_inbox.actions.review import do_discard_held_events, do_release_hel
 from channels_inbox.models import OutboundDelivery
 from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
-from helpdesk.models import Attachment, TicketStatus, User
+from helpdesk.models import Attachment, Ticket, TicketStatus, User
 from helpdesk.permissions import (
     access_message,
     access_ticket,
@@ -66,18 +67,25 @@ def ticket_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, {"page": page, "view": view, "views": VIEWS})
 
 
-@staff_required
-def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
-    ticket = access_ticket(request.user, number)
-    context = {
+def _side_context(user: Any, ticket: Ticket) -> dict[str, Any]:
+    """What the ticket page's side panel shows (desk/_ticket_side.html)."""
+    return {
         "ticket": ticket,
-        "timeline": ticket_timeline(ticket),
         "identities": list(ticket.customer.identities.all()),
         "ccs": ticket_ccs(ticket),
         "statuses": TicketStatus.choices,
         "agents": User.objects.filter(agent__isnull=False, is_active=True).order_by("first_name", "username"),
+        "can_edit": ticket_policy.can_edit(user, ticket),
+    }
+
+
+@staff_required
+def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
+    ticket = access_ticket(request.user, number)
+    context = {
+        "timeline": ticket_timeline(ticket),
+        **_side_context(request.user, ticket),
         "can_reply": ticket_policy.can_reply(request.user, ticket),
-        "can_edit": ticket_policy.can_edit(request.user, ticket),
     }
     return render(request, "desk/ticket_detail.html", context)
 
@@ -90,6 +98,34 @@ def ticket_timeline_fragment(request: HttpRequest, number: int) -> HttpResponse:
 
 def _back(number: int) -> HttpResponseRedirect:
     return HttpResponseRedirect(reverse("desk:ticket_detail", args=[number]))
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _after_edit(request: HttpRequest, number: int, *, saved: str = "", seq: int | None = None) -> HttpResponse:
+    """The answer to a side-panel form: back to the ticket page; posted with htmx, the panel itself
+    (with the ticket's header line out of band), and the seq of the event the edit wrote in
+    `HX-Trigger`, so the page's websocket layer refreshes the timeline without announcing the
+    agent's own change as news."""
+    if not _is_htmx(request):
+        return _back(number)
+    try:
+        ticket = access_ticket(request.user, number)
+    except Http404:
+        # The edit took the ticket out of this agent's sight (for example unassigned from them).
+        messages.info(request, f"Ticket #{number} is no longer in your views.")
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = reverse("desk:ticket_list")
+        return response
+    if saved:
+        messages.success(request, saved)
+    context = {**_side_context(request.user, ticket), "panel_update": True}
+    response = render(request, "desk/_ticket_side_update.html", context)
+    if seq is not None:
+        response["HX-Trigger"] = json.dumps({"desk:seq": seq})
+    return response
 
 
 def _posted_text(request: HttpRequest) -> str:
@@ -128,12 +164,14 @@ def ticket_status(request: HttpRequest, number: int) -> HttpResponse:
     status = request.POST.get("status", "")
     if status not in TicketStatus.values:
         messages.error(request, f"Unknown status {status[:40]!r}.")
-        return _back(number)
+        return _after_edit(request, number)
     try:
-        do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
+        changed = do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
     except ValueError as exc:
         messages.error(request, str(exc))
-    return _back(number)
+        return _after_edit(request, number)
+    seq = changed.last_event_seq if ticket.status != status else None
+    return _after_edit(request, number, saved=f"Status: {TicketStatus(status).label}.", seq=seq)
 
 
 @require_POST
@@ -147,9 +185,11 @@ def ticket_assign(request: HttpRequest, number: int) -> HttpResponse:
         assignee = agents.filter(pk=int(raw)).first() if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
         if assignee is None:
             messages.error(request, f"No such agent: {raw[:40]!r}.")
-            return _back(number)
-    do_assign_ticket(ticket, assignee=assignee, actor=request.user)  # type: ignore[arg-type]
-    return _back(number)
+            return _after_edit(request, number)
+    changed = do_assign_ticket(ticket, assignee=assignee, actor=request.user)  # type: ignore[arg-type]
+    seq = changed.last_event_seq if ticket.assignee_id != changed.assignee_id else None
+    saved = f"Assigned to {assignee.display_name}." if assignee else "Unassigned."
+    return _after_edit(request, number, saved=saved, seq=seq)
 
 
 @require_POST

@@ -30,6 +30,26 @@
     }, 150);
   }
 
+  // A change this page made itself through htmx (status, assignee) names the seq of its event:
+  // the timeline refreshes now, and that event is not announced as news, whether its websocket
+  // echo comes after the answer (skipped) or before it (the notice goes if nothing else raised it).
+  var announced = [];
+  if (ticketEl) {
+    document.addEventListener("desk:seq", function (e) {
+      var seq = e.detail && parseInt(e.detail.value, 10);
+      if (!seq) return;
+      if (seq > lastSeq) {
+        lastSeq = seq;
+        ticketEl.dataset.seq = String(lastSeq);
+      } else {
+        announced = announced.filter(function (s) { return s !== seq; });
+        var notice = ticketEl.querySelector(".live-notice");
+        if (notice && !announced.length) notice.hidden = true;
+      }
+      refresh();
+    });
+  }
+
   function connect() {
     var proto = location.protocol === "https:" ? "wss://" : "ws://";
     var ws = new WebSocket(proto + location.host + "/ws/desk/");
@@ -48,6 +68,7 @@
         if (msg.seq <= lastSeq) return;
         lastSeq = msg.seq;
         ticketEl.dataset.seq = String(lastSeq);
+        announced.push(msg.seq);
         var notice = ticketEl.querySelector(".live-notice");
         if (notice) notice.hidden = false;
       }

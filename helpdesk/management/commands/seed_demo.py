@@ -64,7 +64,8 @@ from customers.normalize import normalize_email, normalize_phone
 from helpdesk.actions.agents import do_create_agent
 from helpdesk.actions.ingest import do_ingest_message
 from helpdesk.actions.replies import do_add_note, do_reply
-from helpdesk.actions.tickets import do_assign_ticket, do_change_status, do_change_team
+from helpdesk.actions.ticket_fields import do_change_team
+from helpdesk.actions.tickets import do_assign_ticket, do_change_status
 from helpdesk.models import Attachment, DeliveryStatus, Message, Role, Team, Ticket, TicketEvent, User
 
 DEMO_INBOX_SLUG = "demo-website-api"

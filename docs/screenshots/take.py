@@ -1,0 +1,137 @@
+"""Screenshots of the desk's main screens, from the embedded demo, into docs/screenshots/.
+
+    .venv/bin/python docs/screenshots/take.py            # after `make install`
+
+It starts the demo exactly as `make run` does, in a temporary data directory (`manage.py
+migrate`, `seed_demo`, `serve` on a free port), signs in as the demo agent in Debian's Chromium
+and captures: the ticket list with a row selected by the keyboard, a ticket page, and the
+keyboard shortcuts dialog. Static files are served from the source folders, so nothing is
+collected into the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import ViewportSize, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
+LOGIN = ("agent@example.com", "switchboard-agent")  # seed_demo's printed agent login
+MAX_BYTES = 300_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run(  # noqa: S603 - our own manage.py with fixed arguments
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300
+    )
+
+
+def wait_up(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the embedded server did not answer on {base} within {timeout}s")
+
+
+def capture(base: str) -> list[Path]:
+    shots: list[Path] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.goto(f"{base}/desk/login/")
+            page.fill("input[name=username]", LOGIN[0])
+            page.fill("input[name=password]", LOGIN[1])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/desk/")
+
+            # The ticket list, the second row selected with j j.
+            page.keyboard.press("j")
+            page.keyboard.press("j")
+            shots.append(OUT / "ticket-list.png")
+            page.screenshot(path=str(shots[-1]))
+
+            # The shortcuts dialog over the list.
+            page.keyboard.press("?")
+            page.locator("#shortcuts-dialog").wait_for(state="visible")
+            shots.append(OUT / "shortcuts.png")
+            page.screenshot(path=str(shots[-1]))
+            page.keyboard.press("Escape")
+
+            # A ticket page: the selected ticket, opened with Enter, the composer in reply mode.
+            page.keyboard.press("Enter")
+            page.wait_for_selector("[data-ticket]")
+            page.keyboard.press("r")
+            page.keyboard.type("Thanks for the details — ")
+            page.keyboard.press("Escape")
+            shots.append(OUT / "ticket.png")
+            page.screenshot(path=str(shots[-1]))
+        finally:
+            browser.close()
+    return shots
+
+
+def main() -> None:
+    if not (ROOT / "static" / "vendor" / "htmx.min.js").is_file():
+        raise SystemExit("static/vendor/htmx.min.js is missing: run `make install` first")
+    with tempfile.TemporaryDirectory(prefix="switchboard-shots-") as data:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        env.update(SWITCHBOARD_DATA_DIR=data, WHITENOISE_USE_FINDERS="1")
+        manage(env, "migrate", "--noinput")
+        manage(env, "seed_demo")
+        port = free_port()
+        server = subprocess.Popen(  # noqa: S603 - our own manage.py with fixed arguments
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_up(base)
+            shots = capture(base)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+    for shot in shots:
+        size = shot.stat().st_size
+        print(f"{shot.relative_to(ROOT)}  {size // 1024} KB")
+        if size > MAX_BYTES:
+            raise SystemExit(f"{shot.name} is over {MAX_BYTES // 1000} KB")
+
+
+if __name__ == "__main__":
+    main()
