@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +29,16 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 @pytest.fixture(autouse=True)
 def _media_root(settings: Any, tmp_path: Any) -> None:
     settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(settings: Any) -> None:
+    """Each test sees a cache of its own (a key prefix of its own), so nothing cached (the desk's
+    view counts, per user id) outlives it. Never `cache.clear()`: on Redis that flushes the
+    database the Celery broker shares, and with it the tasks of a test running beside this one."""
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"
+    settings.CACHES = caches
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,18 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
-from helpdesk.models import AgentProfile, Attachment, Message, Tag, Team, Ticket, TicketEvent, User
+from helpdesk.actions.canned import do_delete_canned_response, do_save_canned_response
+from helpdesk.models import (
+    AgentProfile,
+    Attachment,
+    CannedResponse,
+    Message,
+    Tag,
+    Team,
+    Ticket,
+    TicketEvent,
+    User,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -40,6 +51,36 @@ class TeamAdmin(admin.ModelAdmin):
 @admin.register(Tag)
 class TagAdmin(admin.ModelAdmin):
     search_fields = ["name"]
+
+
+@admin.register(CannedResponse)
+class CannedResponseAdmin(admin.ModelAdmin):
+    """Saved and deleted through the actions, which check the scope (permissions.canned_policy)."""
+
+    list_display = ["title", "team", "owner", "updated_at"]
+    list_filter = ["team"]
+    search_fields = ["title", "body"]
+    raw_id_fields = ["owner"]
+    readonly_fields = ["created_by", "updated_at"]
+    list_select_related = ["team", "owner"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        saved = do_save_canned_response(
+            obj if change else None,
+            title=obj.title,
+            body=obj.body,
+            team=obj.team,
+            owner=obj.owner,
+            actor=request.user,  # type: ignore[arg-type]
+        )
+        obj.pk, obj.created_by_id, obj.updated_at = saved.pk, saved.created_by_id, saved.updated_at
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        do_delete_canned_response(obj, actor=request.user)  # type: ignore[arg-type]
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for canned in queryset:
+            do_delete_canned_response(canned, actor=request.user)  # type: ignore[arg-type]
 
 
 @admin.register(Ticket)

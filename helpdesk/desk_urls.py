@@ -1,10 +1,12 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from helpdesk.views import desk, search, ticket_fields
+from helpdesk.views import canned, customers, desk, lists, search, ticket_fields
 
 urlpatterns = [
-    path("", desk.ticket_list, name="ticket_list"),
+    path("", lists.ticket_list, name="ticket_list"),
+    path("views/save/", lists.save_view, name="save_view"),
+    path("views/<int:view_id>/delete/", lists.delete_view, name="delete_view"),
     path("login/", auth_views.LoginView.as_view(template_name="desk/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tickets/<int:number>/", desk.ticket_detail, name="ticket_detail"),
@@ -17,10 +19,13 @@ urlpatterns = [
     path("tickets/<int:number>/tags/", ticket_fields.ticket_tags, name="ticket_tags"),
     path("tickets/<int:number>/merge/", ticket_fields.ticket_merge, name="ticket_merge"),
     path("tickets/<int:number>/followup/", ticket_fields.ticket_followup, name="ticket_followup"),
+    path("tickets/<int:number>/canned/<int:canned_id>/", canned.canned_text, name="ticket_canned"),
     path("deliveries/<int:delivery_id>/retry/", desk.delivery_retry, name="delivery_retry"),
     path("attachments/<int:attachment_id>/", desk.attachment_download, name="attachment"),
     path("messages/<int:message_id>/html/", desk.message_html, name="message_html"),
     path("messages/<int:message_id>/raw/", desk.message_raw, name="message_raw"),
     path("held/", desk.held_events, name="held_events"),
     path("search/", search.search_page, name="search"),
+    path("customers/<int:customer_id>/edit/", customers.customer_edit, name="customer_edit"),
+    path("customers/<int:customer_id>/merge/", customers.customer_merge, name="customer_merge"),
 ]

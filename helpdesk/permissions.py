@@ -8,7 +8,14 @@
 | light agent | as agent                                          | no      | yes   | no    |
 
 A user without an agent profile (and not a superuser) is not staff of the helpdesk.
+Customers (customer_policy): admins and supervisors view and edit every customer; agents and
+light agents view a customer who has at least one ticket visible to them; agents also edit
+(profile, merges) those customers, light agents never.
 Held inbound events (mail over a sender's rate limit…) are reviewed by admins and supervisors.
+
+Canned responses: every staff member uses their personal ones, their teams' and everyone's;
+admins and supervisors manage the shared ones (a team's or everyone's); anyone manages their own
+personal ones; admins manage every one.
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Subquery
 from django.http import Http404
 
-from helpdesk.models import AgentProfile, Message, Role, Ticket
+from helpdesk.models import AgentProfile, CannedResponse, Message, Role, SavedView, Ticket
 
 
 def role_of(user: Any) -> str | None:
@@ -77,6 +84,41 @@ class TicketPolicy:
 ticket_policy = TicketPolicy()
 
 
+class CustomerPolicy:
+    """Who may see and edit a customer, derived from who may see the customer's tickets."""
+
+    def _sees_a_ticket(self, user: Any, customer: Any, via: Ticket | None) -> bool:
+        if role_of(user) in (Role.ADMIN, Role.SUPERVISOR):
+            return True
+        if via is not None and via.customer_id == customer.pk and ticket_policy.can_view(user, via):
+            # Known visible already (the ticket page): no query.
+            return True
+        return ticket_policy.visible(user).filter(customer_id=customer.pk).exists()
+
+    def can_view(self, user: Any, customer: Any, *, via: Ticket | None = None) -> bool:
+        """`via`: a ticket of this customer the caller already holds, which spares the query."""
+        return role_of(user) is not None and self._sees_a_ticket(user, customer, via)
+
+    def can_edit(self, user: Any, customer: Any, *, via: Ticket | None = None) -> bool:
+        role = role_of(user)
+        return role is not None and role != Role.LIGHT_AGENT and self._sees_a_ticket(user, customer, via)
+
+
+customer_policy = CustomerPolicy()
+
+
+def access_customer(user: Any, customer_id: int, *, for_: str = "view") -> Any:
+    """Fetch a customer by id for a user, or 404 (unknown or not visible) / 403 (visible, not allowed)."""
+    from customers.models import Customer
+
+    customer = Customer.objects.filter(pk=customer_id).first() if 0 < customer_id < 2**63 else None
+    if customer is None or not customer_policy.can_view(user, customer):
+        raise Http404("no such customer")
+    if for_ == "edit" and not customer_policy.can_edit(user, customer):
+        raise PermissionDenied("you may not edit this customer")
+    return customer
+
+
 def access_ticket(user: Any, number: int, *, for_: str = "view") -> Ticket:
     """Fetch a ticket by number for a user, or 404 (not visible) / 403 (visible, not allowed)."""
     ticket = (
@@ -110,3 +152,71 @@ def access_message(user: Any, message_id: int) -> Message:
 def can_review_held_events(user: Any) -> bool:
     """Release or discard inbound events held for review: admins and supervisors."""
     return role_of(user) in (Role.ADMIN, Role.SUPERVISOR)
+
+
+class CannedPolicy:
+    def usable(self, user: Any) -> QuerySet[CannedResponse]:
+        """The responses a user may insert: personal, their teams' and everyone's (one query)."""
+        if role_of(user) is None:
+            return CannedResponse.objects.none()
+        teams = AgentProfile.teams.through.objects.filter(agentprofile__user=user).values("team_id")
+        return CannedResponse.objects.filter(
+            Q(owner=user) | Q(team_id__in=Subquery(teams)) | Q(team__isnull=True, owner__isnull=True)
+        )
+
+    def can_manage(self, user: Any, *, team_id: int | None, owner_id: int | None) -> bool:
+        """May the user create, change or delete a response with this scope (team or owner or neither)?"""
+        role = role_of(user)
+        if role is None:
+            return False
+        if role == Role.ADMIN:
+            return True
+        if owner_id is not None:
+            return bool(owner_id == user.pk and team_id is None)
+        return role == Role.SUPERVISOR
+
+
+canned_policy = CannedPolicy()
+
+
+def access_canned(user: Any, canned_id: int) -> CannedResponse:
+    """A canned response the user may use, or 404 (another agent's or another team's looks absent)."""
+    canned = canned_policy.usable(user).filter(pk=canned_id).first()
+    if canned is None:
+        raise Http404("no such canned response")
+    return canned
+
+
+class ViewPolicy:
+    """Saved views of the ticket list: an agent's own are theirs alone; a team's are seen by its
+    members, and made and deleted by admins and supervisors (who see every team's)."""
+
+    def visible(self, user: Any) -> QuerySet[SavedView]:
+        role = role_of(user)
+        if role is None:
+            return SavedView.objects.none()
+        if role in (Role.ADMIN, Role.SUPERVISOR):
+            return SavedView.objects.filter(Q(owner=user) | Q(team__isnull=False))
+        return SavedView.objects.filter(Q(owner=user) | Q(team_id__in=team_ids_of(user)))
+
+    def can_share(self, user: Any) -> bool:
+        return role_of(user) in (Role.ADMIN, Role.SUPERVISOR)
+
+    def can_save(self, user: Any, *, shared: bool) -> bool:
+        return self.can_share(user) if shared else role_of(user) is not None
+
+    def can_delete(self, user: Any, view: SavedView) -> bool:
+        if view.team_id is not None:
+            return self.can_share(user)
+        return view.owner_id == user.pk and role_of(user) is not None
+
+
+view_policy = ViewPolicy()
+
+
+def access_saved_view(user: Any, view_id: int) -> SavedView:
+    """A saved view the user may see, or 404."""
+    view = view_policy.visible(user).filter(pk=view_id).first()
+    if view is None:
+        raise Http404("no such view")
+    return view

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import nh3
-from django.db.models import BinaryField, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import BinaryField, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Substr
 from django.utils import timezone
@@ -52,6 +52,30 @@ VIEWS: dict[str, str] = {
 }
 
 
+# Sorts of the ticket list; every one pages by a cursor (its sort key, id).
+SORTS: dict[str, str] = {
+    "activity": "Last activity",
+    "waiting": "Waiting since",
+    "priority": "Priority",
+}
+# A channel view's key: "channel:" and the inbox kind ("channel:email").
+CHANNEL_VIEW_PREFIX = "channel:"
+_CHANNEL_LABELS = {"api": "API", "sms": "SMS"}
+
+
+def channel_view_label(kind: str) -> str:
+    return _CHANNEL_LABELS.get(kind, kind.replace("_", " ").capitalize())
+
+
+def is_view(view: str) -> bool:
+    """A built-in view or the view of a channel this desk has an adapter for."""
+    from channels_inbox.adapters import adapter_kinds
+
+    if view.startswith(CHANNEL_VIEW_PREFIX):
+        return view.removeprefix(CHANNEL_VIEW_PREFIX) in adapter_kinds()
+    return view in VIEWS
+
+
 def view_queryset(user: Any, view: str) -> QuerySet[Ticket]:
     tickets = ticket_policy.visible(user)
     open_statuses = [TicketStatus.NEW, TicketStatus.OPEN]
@@ -67,6 +91,9 @@ def view_queryset(user: Any, view: str) -> QuerySet[Ticket]:
         return tickets.filter(status__in=[TicketStatus.SOLVED, TicketStatus.CLOSED])
     if view == "all":
         return tickets
+    if view.startswith(CHANNEL_VIEW_PREFIX):
+        # A channel's open tickets (ticket_channel_activity_idx).
+        return tickets.filter(channel=view.removeprefix(CHANNEL_VIEW_PREFIX), status__in=open_statuses)
     return tickets.filter(status__in=open_statuses)
 
 
@@ -74,38 +101,245 @@ def view_queryset(user: Any, view: str) -> QuerySet[Ticket]:
 class Page:
     tickets: list[Ticket]
     next_cursor: str | None
+    # The cursor given was not one of this sort's (another sort's, or garbage): the first page is shown.
+    cursor_refused: bool = False
 
 
-def encode_cursor(ticket: Ticket) -> str:
-    raw = f"{ticket.last_activity_at.isoformat()}|{ticket.pk}"
+# A cursor this module writes is well under this; anything longer is refused unread.
+MAX_CURSOR_CHARS = 200
+
+
+def _b64(raw: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
-    """The position a cursor names, or None for anything this module did not write."""
+def _unb64(cursor: str) -> str | None:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, _, pk = raw.partition("|")
-        parsed = parse_datetime(when)
-        position = int(pk)
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _aware(when: str) -> datetime | None:
+    try:
+        parsed = parse_datetime(when)
+    except ValueError:
         return None
     # Our cursors always carry an offset; a naive time would be compared in the wrong zone.
     if parsed is None or timezone.is_naive(parsed):
         return None
-    return parsed, position
+    return parsed
 
 
-def ticket_page(user: Any, view: str, cursor: str | None = None, size: int = PAGE_SIZE) -> Page:
-    """One page of a view, newest activity first, by cursor (last_activity_at, id)."""
-    tickets = view_queryset(user, view).select_related("customer", "assignee", "team", "inbox")
-    position = decode_cursor(cursor) if cursor else None
-    if position is not None:
+def encode_cursor(ticket: Ticket, sort: str = "activity") -> str:
+    """The cursor after `ticket` in `sort`: "activity" `time|id`, "waiting" `w|time or empty|id`,
+    "priority" `p|priority|time|id`."""
+    if sort == "waiting":
+        waiting = ticket.waiting_since.isoformat() if ticket.waiting_since else ""
+        return _b64(f"w|{waiting}|{ticket.pk}")
+    if sort == "priority":
+        return _b64(f"p|{ticket.priority}|{ticket.last_activity_at.isoformat()}|{ticket.pk}")
+    return _b64(f"{ticket.last_activity_at.isoformat()}|{ticket.pk}")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+    """The position a last-activity cursor names, or None for anything this module did not write."""
+    raw = _unb64(cursor)
+    if raw is None:
+        return None
+    when, _, pk = raw.partition("|")
+    parsed = _aware(when)
+    if parsed is None or not _is_id(pk):
+        return None
+    return parsed, int(pk)
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
+def cursor_filter(cursor: str, sort: str) -> Q | None:
+    """The tickets after the position `cursor` names in `sort`; None for a cursor that is not one of
+    this sort's (another sort's, tampered with, or garbage)."""
+    if sort == "activity":
+        position = decode_cursor(cursor)
+        if position is None:
+            return None
         when, pk = position
-        tickets = tickets.filter(Q(last_activity_at__lt=when) | Q(last_activity_at=when, id__lt=pk))
-    rows = list(tickets.order_by("-last_activity_at", "-id")[: size + 1])
-    next_cursor = encode_cursor(rows[size - 1]) if len(rows) > size else None
-    return Page(tickets=rows[:size], next_cursor=next_cursor)
+        return Q(last_activity_at__lt=when) | Q(last_activity_at=when, id__lt=pk)
+    raw = _unb64(cursor)
+    if raw is None:
+        return None
+    parts = raw.split("|")
+    if sort == "waiting" and len(parts) == 3 and parts[0] == "w" and _is_id(parts[2]):
+        pk = int(parts[2])
+        if not parts[1]:
+            # Past the waiting ones: among those not waiting, by id.
+            return Q(waiting_since__isnull=True, id__gt=pk)
+        waiting = _aware(parts[1])
+        if waiting is None:
+            return None
+        return Q(waiting_since__gt=waiting) | Q(waiting_since=waiting, id__gt=pk) | Q(waiting_since__isnull=True)
+    if sort == "priority" and len(parts) == 4 and parts[0] == "p" and _is_id(parts[3]):
+        active_at = _aware(parts[2])
+        if active_at is None or parts[1] not in {str(v) for v in Priority.values}:
+            return None
+        priority, pk = int(parts[1]), int(parts[3])
+        return (
+            Q(priority__lt=priority)
+            | Q(priority=priority, last_activity_at__lt=active_at)
+            | Q(priority=priority, last_activity_at=active_at, id__lt=pk)
+        )
+    return None
+
+
+def sort_order(sort: str) -> list[Any]:
+    """The ORDER BY of a sort; each ends in id, so equal keys page without gaps or repeats.
+
+    The open queue's views (All open, Unassigned, a channel's) are served by the partial
+    ticket_open_activity_idx, ticket_open_waiting_idx, ticket_open_priority_idx and
+    ticket_channel_activity_idx; one-status views by ticket_status_activity_idx; Mine and My
+    teams by the assignee and team indexes (a sort of one agent's or team's tickets).
+    """
+    if sort == "waiting":
+        return [F("waiting_since").asc(nulls_last=True), "id"]
+    if sort == "priority":
+        return ["-priority", "-last_activity_at", "-id"]
+    return ["-last_activity_at", "-id"]
+
+
+def ticket_page(
+    user: Any,
+    view: str,
+    cursor: str | None = None,
+    size: int = PAGE_SIZE,
+    *,
+    sort: str = "activity",
+    filters: TicketFilters | None = None,
+    tickets: QuerySet[Ticket] | None = None,
+) -> Page:
+    """One page of a view (or of `tickets`, a saved view's), narrowed by `filters`, in `sort`, by cursor."""
+    sort = sort if sort in SORTS else "activity"
+    if tickets is None:
+        tickets = view_queryset(user, view)
+    if filters is not None:
+        tickets = filter_tickets(tickets, filters, user)
+    tickets = tickets.select_related("customer", "assignee", "team", "inbox")
+    refused = False
+    if cursor:
+        after = cursor_filter(cursor, sort)
+        if after is None:
+            refused = True
+        else:
+            tickets = tickets.filter(after)
+    rows = list(tickets.order_by(*sort_order(sort))[: size + 1])
+    next_cursor = encode_cursor(rows[size - 1], sort) if len(rows) > size else None
+    return Page(tickets=rows[:size], next_cursor=next_cursor, cursor_refused=refused)
+
+
+# --- the view bar: built-in and channel views with capped counts, saved views -----------------
+
+# Counts stop here: "999+" costs the same at a thousand tickets as at a million.
+COUNT_CAP = 1000
+# How long one agent's counts are reused (seconds); a ticket that moves shows in a view's count
+# within this time, and in its rows at once.
+COUNT_CACHE_SECONDS = 30
+# Saved views the bar lists at most.
+SAVED_VIEWS_SHOWN = 100
+# The filters of each built-in view that filters can say ("My teams" cannot: it is several teams).
+VIEW_FILTERS: dict[str, dict[str, Any]] = {
+    "open": {"status": [TicketStatus.NEW.value, TicketStatus.OPEN.value]},
+    "mine": {"assignee": "me", "status": [s.value for s in UNSOLVED_STATUSES]},
+    "unassigned": {"assignee": "none", "status": [TicketStatus.NEW.value, TicketStatus.OPEN.value]},
+    "pending": {"status": [TicketStatus.PENDING.value, TicketStatus.ON_HOLD.value]},
+    "solved": {"status": [TicketStatus.SOLVED.value, TicketStatus.CLOSED.value]},
+    "all": {},
+}
+
+
+def view_filters(view: str) -> dict[str, Any] | None:
+    """The filters a saved copy of a built-in view gets; None for a view filters cannot say."""
+    if view.startswith(CHANNEL_VIEW_PREFIX):
+        return {"channel": view.removeprefix(CHANNEL_VIEW_PREFIX), **VIEW_FILTERS["open"]}
+    found = VIEW_FILTERS.get(view)
+    return dict(found) if found is not None else None
+
+
+@dataclass
+class ViewTab:
+    key: str
+    label: str
+    # The number of tickets, "999+" past the cap.
+    count: str
+
+
+def _capped_counts(user: Any, views: list[str]) -> dict[str, int]:
+    """Each view's ticket count up to COUNT_CAP, in one query: a `count(*)` over each view's first
+    COUNT_CAP ids (served by the index of its default sort), side by side."""
+    from django.core.exceptions import EmptyResultSet
+    from django.db import connection as db
+
+    columns: list[str] = []
+    params: list[Any] = []
+    for i, view in enumerate(views):
+        ids = view_queryset(user, view).order_by().values("id")[:COUNT_CAP]
+        try:
+            sql, view_params = ids.query.sql_with_params()
+        except EmptyResultSet:
+            columns.append("0")
+            continue
+        # Django compiled `sql` from the queryset; its values stay bound parameters.
+        columns.append(f"(SELECT count(*) FROM ({sql}) AS capped_{i})")  # noqa: S608
+        params.extend(view_params)
+    with db.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(columns), params)
+        row = cursor.fetchone()
+    return {view: int(n) for view, n in zip(views, row, strict=True)}
+
+
+def _view_tabs_key(user: Any) -> str:
+    return f"desk:view-tabs:{user.pk}"
+
+
+def forget_view_counts(user: Any) -> None:
+    """Drop the user's cached view counts: the next list shows fresh ones."""
+    from django.core.cache import cache
+
+    cache.delete(_view_tabs_key(user))
+
+
+def view_tabs(user: Any) -> list[ViewTab]:
+    """The built-in views and one per inbox kind in use, each with its capped count; reused for
+    COUNT_CACHE_SECONDS per agent (two queries when not cached, none when cached)."""
+    from django.core.cache import cache
+
+    from channels_inbox.adapters import adapter_kinds
+    from channels_inbox.models import Inbox
+
+    key = _view_tabs_key(user)
+    cached = cache.get(key)
+    if cached is None:
+        known = set(adapter_kinds())
+        kinds = [k for k in Inbox.objects.order_by("kind").values_list("kind", flat=True).distinct() if k in known]
+        views = [*VIEWS, *(CHANNEL_VIEW_PREFIX + kind for kind in kinds)]
+        counts = _capped_counts(user, views)
+        cached = [(view, counts[view]) for view in views]
+        cache.set(key, cached, COUNT_CACHE_SECONDS)
+    tabs = []
+    for view, n in cached:
+        label = VIEWS.get(view) or channel_view_label(view.removeprefix(CHANNEL_VIEW_PREFIX))
+        tabs.append(ViewTab(key=view, label=label, count=str(n) if n < COUNT_CAP else f"{COUNT_CAP - 1}+"))
+    return tabs
+
+
+def saved_views_of(user: Any) -> list[Any]:
+    """The saved views the bar lists for `user`: their own, then their teams' (one query)."""
+    from helpdesk.permissions import view_policy
+
+    views = view_policy.visible(user).select_related("team").order_by(F("team__name").asc(nulls_first=True), "name")
+    return list(views[:SAVED_VIEWS_SHOWN])
 
 
 # --- ticket filters (search; combinable with any view) ---------------------------------------
@@ -122,7 +356,10 @@ FILTER_PARAMS = (
     "inbox",
     "team",
     "assignee",
+    "tag",
+    "priority",
     "customer",
+    "organization",
     "created_from",
     "created_to",
     "updated_from",
@@ -140,7 +377,12 @@ class TicketFilters:
     team: int | None = None
     # "me", "none", or an agent's user id as text.
     assignee: str = ""
+    # A tag's name; a name no tag has matches no ticket.
+    tag: str = ""
+    priority: int | None = None
     customer: int | None = None
+    # The customer's organization.
+    organization: int | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
     updated_from: datetime | None = None
@@ -181,6 +423,19 @@ def _filter_day(name: str, value: str, *, end: bool) -> datetime | None:
     return timezone.make_aware(start)
 
 
+def _filter_priority(value: str) -> int | None:
+    """A priority by number ("3") or name ("high")."""
+    if not value:
+        return None
+    by_name = {label.lower(): number for number, label in Priority.choices}
+    if value.lower() in by_name:
+        return by_name[value.lower()]
+    if value.isascii() and value.isdigit() and len(value) < 3 and int(value) in Priority.values:
+        return int(value)
+    names = ", ".join(label.lower() for _, label in Priority.choices)
+    raise FilterError(f"Unknown priority {value[:40]!r}; one of: {names} (or 1-4).")
+
+
 def parse_ticket_filters(params: Any) -> TicketFilters:
     """Filters from a query string (a QueryDict); FilterError for a value that names nothing.
 
@@ -204,19 +459,68 @@ def parse_ticket_filters(params: Any) -> TicketFilters:
     assignee = one("assignee")
     if assignee not in ("", "me", "none"):
         _filter_id("assignee", assignee)
+    # Tags are stored lower-cased (helpdesk/actions/ticket_fields.py normalize_tag).
+    tag = one("tag").lower()
+    if len(tag) > 64:
+        raise FilterError(f"Tag is too long ({len(tag)} characters; at most 64).")
+    priority = _filter_priority(one("priority"))
     filters = TicketFilters(
         status=list(dict.fromkeys(statuses)),
         channel=channel,
         inbox=_filter_id("inbox", one("inbox")),
         team=_filter_id("team", one("team")),
         assignee=assignee,
+        tag=tag,
+        priority=priority,
         customer=_filter_id("customer", one("customer")),
+        organization=_filter_id("organization", one("organization")),
         created_from=_filter_day("created_from", one("created_from"), end=False),
         created_to=_filter_day("created_to", one("created_to"), end=True),
         updated_from=_filter_day("updated_from", one("updated_from"), end=False),
         updated_to=_filter_day("updated_to", one("updated_to"), end=True),
     )
     return filters
+
+
+def filters_from_data(data: Any) -> tuple[TicketFilters, dict[str, Any]]:
+    """A saved view's filters (a JSON object of query-string values) parsed like a query string,
+    and the values to store; FilterError for an unknown field or a value that names nothing."""
+    from django.http import QueryDict
+
+    if not isinstance(data, dict):
+        raise FilterError("Filters must be an object of field names and values.")
+    unknown = sorted(str(name)[:40] for name in data if name not in FILTER_PARAMS)
+    if unknown:
+        raise FilterError(f"Unknown filter {', '.join(unknown)}; one of: {', '.join(FILTER_PARAMS)}.")
+    params = QueryDict(mutable=True)
+    for name, value in data.items():
+        values = value if isinstance(value, list) and name == "status" else [value]
+        for one_value in values[: len(TicketStatus.values)]:
+            if not isinstance(one_value, str | int) or isinstance(one_value, bool):
+                raise FilterError(f"{name.capitalize()} must be text, not {type(one_value).__name__}.")
+            text = str(one_value)
+            if len(text) > 100:
+                raise FilterError(f"{name.capitalize()} is too long ({len(text)} characters; at most 100).")
+            params.appendlist(name, text)
+    filters = parse_ticket_filters(params)
+    stored: dict[str, Any] = {}
+    for name in FILTER_PARAMS:
+        if name == "status":
+            if filters.status:
+                stored[name] = filters.status
+        elif (value := params.get(name, "").replace("\x00", "").strip()) != "":
+            stored[name] = value.lower() if name == "tag" else value
+    return filters, stored
+
+
+def filter_query(params: Any) -> dict[str, Any]:
+    """The filter values of a query string, as a saved view stores them (unchecked: parse them)."""
+    data: dict[str, Any] = {}
+    for name in FILTER_PARAMS:
+        values = [v[:100] for v in params.getlist(name) if v.strip()][: len(TicketStatus.values)]
+        if values:
+            data[name] = values if name == "status" else values[0]
+    return data
 
 
 def filter_tickets(tickets: QuerySet[Ticket], filters: TicketFilters, user: Any) -> QuerySet[Ticket]:
@@ -235,8 +539,14 @@ def filter_tickets(tickets: QuerySet[Ticket], filters: TicketFilters, user: Any)
         tickets = tickets.filter(assignee__isnull=True)
     elif filters.assignee:
         tickets = tickets.filter(assignee_id=int(filters.assignee))
+    if filters.tag:
+        tickets = tickets.filter(tags__name=filters.tag)
+    if filters.priority is not None:
+        tickets = tickets.filter(priority=filters.priority)
     if filters.customer is not None:
         tickets = tickets.filter(customer_id=filters.customer)
+    if filters.organization is not None:
+        tickets = tickets.filter(customer__organization_id=filters.organization)
     if filters.created_from is not None:
         tickets = tickets.filter(created_at__gte=filters.created_from)
     if filters.created_to is not None:

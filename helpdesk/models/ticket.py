@@ -23,6 +23,10 @@ class TicketStatus(models.TextChoices):
 UNSOLVED_STATUSES = (TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING, TicketStatus.ON_HOLD)
 
 
+# The open queue: tickets waiting for a first or next answer (the list's default view).
+OPEN_QUEUE = models.Q(status__in=["new", "open"])
+
+
 class Priority(models.IntegerChoices):
     LOW = 1, "Low"
     NORMAL = 2, "Normal"
@@ -95,6 +99,22 @@ class Ticket(models.Model):
                 fields=["status", "waiting_since"],
                 condition=models.Q(assignee__isnull=True),
                 name="ticket_unassigned_idx",
+            ),
+            # The open queue ("All open", "Unassigned", channel views: status new or open) in each
+            # sort. Partial, so one ordered scan serves both statuses; an index led by status would
+            # have to sort every open ticket.
+            # Last activity; cursor (last_activity_at, id).
+            models.Index(fields=["-last_activity_at", "-id"], condition=OPEN_QUEUE, name="ticket_open_activity_idx"),
+            # Waiting since, oldest first (NULLs last, as btree ascending stores them on PostgreSQL);
+            # cursor (waiting_since, id).
+            models.Index(fields=["waiting_since", "id"], condition=OPEN_QUEUE, name="ticket_open_waiting_idx"),
+            # Priority, highest first, then last activity; cursor (priority, last_activity_at, id).
+            models.Index(
+                fields=["-priority", "-last_activity_at", "-id"], condition=OPEN_QUEUE, name="ticket_open_priority_idx"
+            ),
+            # A channel view ("Email", "API") by last activity.
+            models.Index(
+                fields=["channel", "-last_activity_at", "-id"], condition=OPEN_QUEUE, name="ticket_channel_activity_idx"
             ),
             # Threading: the customer's latest ticket in an inbox; the customer's ticket list.
             models.Index(fields=["customer", "inbox", "-created_at"], name="ticket_customer_inbox_idx"),

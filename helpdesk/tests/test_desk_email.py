@@ -60,8 +60,9 @@ REPLY_TEXT = (
 # Ticket page of email tickets: session, user, role, teams, the ticket, messages (with
 # whether a raw original is kept), their attachments, their deliveries, the shown events,
 # the customer's identities, the CCs (with their customers), the CCs' email identities,
-# the assignable agents, the ticket's tags, the teams.
-EMAIL_DETAIL_QUERIES = 15
+# the assignable agents, the ticket's tags, the teams, the canned responses the agent may insert,
+# the customer's other tickets (one window query).
+EMAIL_DETAIL_QUERIES = 17
 
 
 @pytest.fixture

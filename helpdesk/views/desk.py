@@ -22,21 +22,22 @@ from channels_inbox.actions.review import do_discard_held_events, do_release_hel
 from channels_inbox.models import OutboundDelivery
 from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
+from helpdesk.canned import placeholder_values, render_canned
 from helpdesk.models import Attachment, Ticket, TicketStatus, User
 from helpdesk.permissions import (
+    access_canned,
     access_message,
     access_ticket,
     can_review_held_events,
+    canned_policy,
     is_staff_member,
     ticket_policy,
 )
 from helpdesk.selectors import (
-    VIEWS,
     held_events_page,
     message_html_body,
     raw_email,
     ticket_ccs,
-    ticket_page,
     ticket_timeline,
 )
 
@@ -55,16 +56,6 @@ def staff_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpR
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-@staff_required
-def ticket_list(request: HttpRequest) -> HttpResponse:
-    view = request.GET.get("view", "open")
-    if view not in VIEWS:
-        view = "open"
-    page = ticket_page(request.user, view, request.GET.get("cursor"))
-    template = "desk/_ticket_rows.html" if request.GET.get("partial") else "desk/ticket_list.html"
-    return render(request, template, {"page": page, "view": view, "views": VIEWS})
 
 
 def _side_context(user: Any, ticket: Ticket) -> dict[str, Any]:
@@ -86,7 +77,15 @@ def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
         "timeline": ticket_timeline(ticket),
         **_side_context(request.user, ticket),
         "can_reply": ticket_policy.can_reply(request.user, ticket),
+        "canned_responses": list(canned_policy.usable(request.user).only("pk", "title")),
     }
+    # Without JavaScript the composer's canned-response picker reloads the page with ?canned=<id>.
+    raw = request.GET.get("canned", "")
+    if raw:
+        if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
+            raise Http404("no such canned response")
+        canned = access_canned(request.user, int(raw))
+        context["draft"] = render_canned(canned.body, placeholder_values(ticket, request.user, context["identities"]))
     return render(request, "desk/ticket_detail.html", context)
 
 
