@@ -652,6 +652,21 @@ def events_after(ticket: Ticket, seq: int, limit: int = 500) -> list[TicketEvent
     return list(ticket.events.filter(seq__gt=seq).order_by("seq")[:limit])
 
 
+# What an agent about to send must have seen first: the customer wrote again, or another agent
+# answered. Notes, status and field changes do not make a draft stale.
+_NEWS_TYPES = [TicketEventType.MESSAGE_RECEIVED, TicketEventType.REPLY_ADDED]
+
+
+def news_since(ticket: Ticket, seq: int, *, viewer: Any) -> list[TicketEvent]:
+    """Customer messages and other agents' replies on `ticket` after event `seq` (oldest first)."""
+    return list(
+        ticket.events.filter(seq__gt=seq, type__in=_NEWS_TYPES)
+        .exclude(actor=viewer)
+        .select_related("actor", "actor_customer")
+        .order_by("seq")[:20]
+    )
+
+
 # --- email on the ticket page ---------------------------------------------------------------
 
 # Image types a browser shows from an inline `cid:` reference (no SVG: it can carry script).

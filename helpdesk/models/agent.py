@@ -55,8 +55,13 @@ class AgentProfile(models.Model):
     teams = models.ManyToManyField(Team, blank=True, related_name="agents")
     # Languages the agent answers in (BCP 47 codes), used by routing by skill.
     languages = models.JSONField(default=list, blank=True)
+    # The presence others see: offline without an open desk, away when idle or chosen so.
     presence = models.CharField(max_length=10, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(null=True, blank=True)
+    # What the agent chose by hand (online or away; offline hides them while connected).
+    presence_choice = models.CharField(max_length=10, choices=Presence.choices, default=Presence.ONLINE)
+    # Mentions and assignments are also sent by email when set.
+    notify_by_email = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role})"

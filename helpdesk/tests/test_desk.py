@@ -448,6 +448,66 @@ def test_reply_creates_a_queued_delivery_and_opens_the_ticket(
     assert callbacks
 
 
+def test_reply_after_a_new_customer_message_is_held_back_with_a_warning(agent: Any, api_inbox: Any) -> None:
+    # given: the agent's page showed the ticket at seq S, then the customer wrote again
+    ticket = ingest(api_inbox, "First question")
+    ticket.refresh_from_db()
+    seen = ticket.last_event_seq
+    ingest(api_inbox, "Actually, never mind: found it.")
+    client = logged_in(agent)
+    # when
+    resp = client.post(
+        f"/desk/tickets/{ticket.number}/reply/", {"mode": "reply", "text": "Here is how…", "seen_seq": seen}
+    )
+    # then: nothing sent, the draft kept, the news named, the page at the new seq
+    assert resp.status_code == 409, resp.content
+    assert not Message.objects.filter(direction=Direction.OUTBOUND).exists()
+    body = resp.content.decode()
+    assert "Here is how…" in body and "wrote again" in body and "Actually, never mind" in body
+    ticket.refresh_from_db()
+    assert resp.context["ticket"].last_event_seq == ticket.last_event_seq
+    # when: sent again from the refreshed page, it goes out
+    again = client.post(
+        f"/desk/tickets/{ticket.number}/reply/",
+        {"mode": "reply", "text": "Glad you found it!", "seen_seq": ticket.last_event_seq},
+    )
+    assert again.status_code == 302, again.content
+    assert Message.objects.filter(direction=Direction.OUTBOUND).count() == 1
+
+
+def test_another_agents_reply_holds_back_a_note_draft_but_not_own_changes(
+    agent: Any, admin_agent: Any, api_inbox: Any
+) -> None:
+    # given
+    ticket = ingest(api_inbox)
+    ticket.refresh_from_db()
+    seen = ticket.last_event_seq
+    do_add_note(ticket, actor=agent, text="my own note")
+    do_change_status(ticket, status=TicketStatus.PENDING, actor=admin_agent)
+    client = logged_in(agent)
+    # when: only the agent's own note and a status change came since: not news
+    resp = client.post(f"/desk/tickets/{ticket.number}/reply/", {"mode": "note", "text": "x", "seen_seq": seen})
+    assert resp.status_code == 302, resp.content
+    ticket.refresh_from_db()
+    seen = ticket.last_event_seq
+    do_reply(ticket, actor=admin_agent, text="Answered already.")
+    resp = client.post(f"/desk/tickets/{ticket.number}/reply/", {"mode": "note", "text": "y", "seen_seq": seen})
+    # then
+    assert resp.status_code == 409, resp.content
+    assert "replied" in resp.content.decode()
+    assert resp.context["draft_mode"] == "note"
+    assert not Message.objects.filter(text="y").exists()
+
+
+@pytest.mark.parametrize("seen", ["", "abc", "-1", "9" * 30])
+def test_a_malformed_seen_seq_counts_as_all_seen(agent: Any, api_inbox: Any, seen: str) -> None:
+    ticket = ingest(api_inbox)
+    resp = logged_in(agent).post(
+        f"/desk/tickets/{ticket.number}/reply/", {"mode": "reply", "text": "ok", "seen_seq": seen}
+    )
+    assert resp.status_code == 302, resp.content
+
+
 def test_reply_can_set_the_next_status(agent: Any, api_inbox: Any) -> None:
     # given
     ticket = ingest(api_inbox)

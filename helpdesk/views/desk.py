@@ -36,6 +36,7 @@ from helpdesk.permissions import (
 from helpdesk.selectors import (
     held_events_page,
     message_html_body,
+    news_since,
     raw_email,
     ticket_ccs,
     ticket_timeline,
@@ -70,23 +71,30 @@ def _side_context(user: Any, ticket: Ticket) -> dict[str, Any]:
     }
 
 
-@staff_required
-def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
-    ticket = access_ticket(request.user, number)
+def _ticket_page(request: HttpRequest, ticket: Ticket, *, status: int = 200, **extra: Any) -> HttpResponse:
     context = {
         "timeline": ticket_timeline(ticket),
         **_side_context(request.user, ticket),
         "can_reply": ticket_policy.can_reply(request.user, ticket),
         "canned_responses": list(canned_policy.usable(request.user).only("pk", "title")),
+        **extra,
     }
+    return render(request, "desk/ticket_detail.html", context, status=status)
+
+
+@staff_required
+def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
+    ticket = access_ticket(request.user, number)
     # Without JavaScript the composer's canned-response picker reloads the page with ?canned=<id>.
     raw = request.GET.get("canned", "")
+    draft = ""
     if raw:
         if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
             raise Http404("no such canned response")
         canned = access_canned(request.user, int(raw))
-        context["draft"] = render_canned(canned.body, placeholder_values(ticket, request.user, context["identities"]))
-    return render(request, "desk/ticket_detail.html", context)
+        identities = list(ticket.customer.identities.all())
+        draft = render_canned(canned.body, placeholder_values(ticket, request.user, identities))
+    return _ticket_page(request, ticket, draft=draft)
 
 
 @staff_required
@@ -127,6 +135,14 @@ def _after_edit(request: HttpRequest, number: int, *, saved: str = "", seq: int 
     return response
 
 
+def _seen_seq(request: HttpRequest, ticket: Ticket) -> int:
+    """The composer's `seen_seq`: the last event the agent's page showed (none posted: all seen)."""
+    raw = request.POST.get("seen_seq", "")
+    if raw.isascii() and raw.isdigit() and len(raw) < 19:
+        return int(raw)
+    return ticket.last_event_seq
+
+
 def _posted_text(request: HttpRequest) -> str:
     """The composer's text; NUL characters (which PostgreSQL cannot store) are dropped."""
     text = request.POST.get("text", "").replace("\x00", "")
@@ -143,6 +159,14 @@ def ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
     status = "" if note else request.POST.get("status", "")
     try:
         text = _posted_text(request)
+        # A draft written before the customer wrote again, or before another agent answered, is
+        # not sent: the page comes back with the news, the draft and a warning; sending again
+        # (the page now shows the news) goes through.
+        news = news_since(ticket, _seen_seq(request, ticket), viewer=request.user)
+        if news and text.strip():
+            return _ticket_page(
+                request, ticket, status=409, draft=text, draft_mode=request.POST.get("mode"), stale_news=news
+            )
         if status and status not in TicketStatus.values:
             raise ValueError(f"Unknown status {status[:40]!r}.")
         if note:
