@@ -1,6 +1,7 @@
 from django.urls import path
 
 from channels_inbox.views.email_webhooks import email_webhook
+from channels_inbox.views.files import api_attachment
 from channels_inbox.views.webhooks import webhook
 
 urlpatterns = [
@@ -14,4 +15,6 @@ urlpatterns = [
         name="email_webhook_mailgun_mime",
     ),
     path("webhooks/<slug:provider>/<str:inbox_uuid>/", webhook, name="webhook"),
+    # Files of replies sent through an API inbox, by the signed URL in the callback.
+    path("files/api/<str:token>/", api_attachment, name="api_attachment"),
 ]

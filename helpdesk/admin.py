@@ -1,14 +1,18 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
 from helpdesk.actions.canned import do_delete_canned_response, do_save_canned_response
+from helpdesk.actions.macros import do_delete_macro, do_save_macro
+from helpdesk.macros import STEP_TYPES, InvalidMacro, validate_macro
 from helpdesk.models import (
     AgentProfile,
     Attachment,
     CannedResponse,
+    Macro,
     Message,
     Tag,
     Team,
@@ -81,6 +85,66 @@ class CannedResponseAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for canned in queryset:
             do_delete_canned_response(canned, actor=request.user)  # type: ignore[arg-type]
+
+
+class MacroAdminForm(forms.ModelForm):
+    """The steps are checked by helpdesk/macros.py, each problem shown as one sentence."""
+
+    class Meta:
+        model = Macro
+        fields = ["name", "description", "actions", "team", "owner"]
+        help_texts = {
+            "actions": 'A list of steps, for example [{"type": "reply", "value": "Hi {{ customer.first_name }}"},'
+            ' {"type": "status", "value": "pending"}, {"type": "add_tags", "value": ["refund"]}]. Types: '
+            + ", ".join(STEP_TYPES)
+            + '. assignee: "me", "nobody" or an agent id; team: a team id or null.'
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if "actions" in cleaned:
+            try:
+                _, _, cleaned["actions"] = validate_macro(
+                    name=cleaned.get("name") or "-", description="", actions=cleaned["actions"]
+                )
+            except InvalidMacro as exc:
+                self.add_error("actions", exc.errors)
+        if cleaned.get("team") and cleaned.get("owner"):
+            self.add_error("owner", "A macro is shared with a team or personal, not both.")
+        return cleaned
+
+
+@admin.register(Macro)
+class MacroAdmin(admin.ModelAdmin):
+    """Saved and deleted through the actions, which validate the steps and check the scope
+    (permissions.macro_policy)."""
+
+    form = MacroAdminForm
+    list_display = ["name", "team", "owner", "created_by", "updated_at"]
+    list_filter = ["team"]
+    search_fields = ["name", "description"]
+    raw_id_fields = ["owner"]
+    readonly_fields = ["created_by", "updated_at"]
+    list_select_related = ["team", "owner", "created_by"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        saved = do_save_macro(
+            obj if change else None,
+            name=obj.name,
+            description=obj.description,
+            actions=obj.actions,
+            team=obj.team,
+            owner=obj.owner,
+            actor=request.user,  # type: ignore[arg-type]
+        )
+        obj.pk, obj.created_by_id, obj.updated_at = saved.pk, saved.created_by_id, saved.updated_at
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        do_delete_macro(obj, actor=request.user)  # type: ignore[arg-type]
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for macro in queryset:
+            do_delete_macro(macro, actor=request.user)  # type: ignore[arg-type]
 
 
 @admin.register(Ticket)

@@ -26,7 +26,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet, Subquery
 from django.http import Http404
 
-from helpdesk.models import AgentProfile, CannedResponse, Message, Role, SavedView, Ticket
+from helpdesk.models import AgentProfile, CannedResponse, Macro, Message, Role, SavedView, Ticket
 
 
 def role_of(user: Any) -> str | None:
@@ -79,6 +79,10 @@ class TicketPolicy:
 
     def can_edit(self, user: Any, ticket: Ticket) -> bool:
         return self.can_reply(user, ticket)
+
+    def may_edit_some(self, user: Any) -> bool:
+        """Whether the user's role lets them edit any ticket at all (light agents: none)."""
+        return role_of(user) not in (None, Role.LIGHT_AGENT)
 
 
 ticket_policy = TicketPolicy()
@@ -185,6 +189,41 @@ def access_canned(user: Any, canned_id: int) -> CannedResponse:
     if canned is None:
         raise Http404("no such canned response")
     return canned
+
+
+class MacroPolicy:
+    """Macros have the scopes of canned responses: everyone uses their personal ones, their teams'
+    and everyone's; admins and supervisors manage shared ones, anyone their own personal ones.
+    What applying one needs is each step's own permission (ticket_policy)."""
+
+    def usable(self, user: Any) -> QuerySet[Macro]:
+        if role_of(user) is None:
+            return Macro.objects.none()
+        teams = AgentProfile.teams.through.objects.filter(agentprofile__user=user).values("team_id")
+        return Macro.objects.filter(
+            Q(owner=user) | Q(team_id__in=Subquery(teams)) | Q(team__isnull=True, owner__isnull=True)
+        )
+
+    def can_use(self, user: Any, macro: Macro) -> bool:
+        if role_of(user) is None:
+            return False
+        if macro.owner_id is not None:
+            return bool(macro.owner_id == user.pk)
+        return macro.team_id is None or macro.team_id in team_ids_of(user)
+
+    def can_manage(self, user: Any, *, team_id: int | None, owner_id: int | None) -> bool:
+        return canned_policy.can_manage(user, team_id=team_id, owner_id=owner_id)
+
+
+macro_policy = MacroPolicy()
+
+
+def access_macro(user: Any, macro_id: int) -> Macro:
+    """A macro the user may use, or 404 (another agent's or another team's looks absent)."""
+    macro = macro_policy.usable(user).filter(pk=macro_id).first() if 0 < macro_id < 2**63 else None
+    if macro is None:
+        raise Http404("no such macro")
+    return macro
 
 
 class ViewPolicy:

@@ -33,6 +33,32 @@ def agent_group(user_id: int) -> str:
 ALL_TICKETS_GROUP = "desk.all"
 
 
+def publish_to_agent(user_id: int, kind: str, payload: dict[str, Any]) -> None:
+    """After commit, send one agent's desk pages a message (a notification, …).
+
+    Every desk page of the agent receives it as the frame
+    `{"type": "agent.event", "kind": kind, "payload": payload}`.
+    """
+    message = {"type": "agent.event", "kind": kind, "payload": payload}
+    _batch_for_this_transaction().add([agent_group(user_id)], message)
+
+
+def publish_presence(user_id: int, *, presence: str, choice: str) -> None:
+    """After commit, tell the agent's desk pages their presence (and choice) changed.
+
+    Each of those connections updates its page's control and re-announces the agent, with
+    the new presence, on the tickets it shows: the other viewers' pages update from that.
+    """
+    message = {"type": "presence.self", "presence": presence, "choice": choice}
+    _batch_for_this_transaction().add([agent_group(user_id)], message)
+
+
+def _actor_name(event: TicketEvent) -> str:
+    """The acting agent's name when the event holds the user already (no query)."""
+    actor = event._state.fields_cache.get("actor")
+    return str(actor.display_name) if actor is not None else ""
+
+
 def publish_ticket_event(ticket: Ticket, event: TicketEvent) -> None:
     """After commit, tell the ticket page and the lists that the ticket changed."""
     message = {
@@ -42,6 +68,9 @@ def publish_ticket_event(ticket: Ticket, event: TicketEvent) -> None:
         "seq": event.seq,
         "event": event.type,
         "data": event.data,
+        # Who did it: the page tells another agent's reply from its own.
+        "actor_id": event.actor_id,
+        "actor_name": _actor_name(event),
         "team_id": ticket.team_id,
         "assignee_id": ticket.assignee_id,
     }

@@ -168,7 +168,9 @@ def cursor_filter(cursor: str, sort: str) -> Q | None:
         if position is None:
             return None
         when, pk = position
-        return Q(last_activity_at__lt=when) | Q(last_activity_at=when, id__lt=pk)
+        # The first bound repeats what the OR implies: it is what lets the index start at the
+        # cursor (an Index Cond) instead of reading and discarding every row before it.
+        return Q(last_activity_at__lte=when) & (Q(last_activity_at__lt=when) | Q(id__lt=pk))
     raw = _unb64(cursor)
     if raw is None:
         return None
@@ -181,16 +183,18 @@ def cursor_filter(cursor: str, sort: str) -> Q | None:
         waiting = _aware(parts[1])
         if waiting is None:
             return None
-        return Q(waiting_since__gt=waiting) | Q(waiting_since=waiting, id__gt=pk) | Q(waiting_since__isnull=True)
+        # As above, the first bound lets the index start at the cursor; the not-waiting come last.
+        return (Q(waiting_since__gte=waiting) & (Q(waiting_since__gt=waiting) | Q(id__gt=pk))) | Q(
+            waiting_since__isnull=True
+        )
     if sort == "priority" and len(parts) == 4 and parts[0] == "p" and _is_id(parts[3]):
         active_at = _aware(parts[2])
         if active_at is None or parts[1] not in {str(v) for v in Priority.values}:
             return None
         priority, pk = int(parts[1]), int(parts[3])
-        return (
-            Q(priority__lt=priority)
-            | Q(priority=priority, last_activity_at__lt=active_at)
-            | Q(priority=priority, last_activity_at=active_at, id__lt=pk)
+        # The first bound lets the index start at the cursor (see above).
+        return Q(priority__lte=priority) & (
+            Q(priority__lt=priority) | Q(last_activity_at__lt=active_at) | Q(last_activity_at=active_at, id__lt=pk)
         )
     return None
 
@@ -566,7 +570,12 @@ def ticket_timeline(ticket: Ticket) -> list[Message | TicketEvent]:
     """
     messages = list(
         ticket.messages.select_related("author_customer", "author_agent", "inbox")
-        .prefetch_related(Prefetch("attachments", queryset=Attachment.objects.order_by("id")), "deliveries")
+        .prefetch_related(
+            Prefetch("attachments", queryset=Attachment.objects.order_by("id")),
+            # A list on each message (`delivery_list`): the template reads it twice per message,
+            # and a related manager costs more to build than the list it returns.
+            Prefetch("deliveries", to_attr="delivery_list"),
+        )
         .annotate(has_raw=Exists(InboundEvent.objects.filter(message_id=OuterRef("pk"))))
     )
     for message in messages:

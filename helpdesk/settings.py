@@ -128,6 +128,9 @@ if env.str("DATABASE_URL", default=""):
             _db["CONN_HEALTH_CHECKS"] = True
         # Search queries suffer from generic plans (floors.md §7): never auto-prepare.
         _db["OPTIONS"].setdefault("prepare_threshold", None)
+        # The desk's statements are short; PostgreSQL's JIT compiled some for 88–150 ms on a
+        # 3 ms query (a large estimated cost of a branch that never runs). Off for our sessions.
+        _db["OPTIONS"].setdefault("options", "-c jit=off")
 else:
     DATABASES = {
         "default": {
@@ -194,11 +197,23 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels_inbox.tasks.poll_mailboxes",
         "schedule": IMAP_POLL_INTERVAL_SECONDS,
     },
+    # Agents left online by a desk process that died (helpdesk/presence.py).
+    "sweep-presence": {
+        "task": "helpdesk.tasks.sweep_presence",
+        "schedule": 60,
+    },
 }
 
 # --- ingest and delivery --------------------------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=20 * 1024 * 1024)
 ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=10 * 1024 * 1024)
+# Files an agent attaches to one reply or note: how many, and their total size (each one is
+# also at most ATTACHMENT_MAX_BYTES). The composer states both. 15 MiB, base64-encoded in a
+# mail (+33 %), stays under the 25 MB most mail providers accept.
+REPLY_ATTACHMENTS_MAX_FILES = env.int("REPLY_ATTACHMENTS_MAX_FILES", default=10)
+REPLY_ATTACHMENTS_MAX_TOTAL_BYTES = env.int("REPLY_ATTACHMENTS_MAX_TOTAL_BYTES", default=15 * 1024 * 1024)
+# How long the signed download URL of an attachment in an API channel callback stays valid.
+API_ATTACHMENT_URL_MAX_AGE_SECONDS = env.int("API_ATTACHMENT_URL_MAX_AGE_SECONDS", default=7 * 24 * 3600)
 # The largest raw email taken in (by IMAP, the MTA pipe or an ESP); larger ones are refused
 # (an MTA then bounces them to their sender) and listed on the mailbox state by IMAP.
 EMAIL_MAX_BYTES = env.int("EMAIL_MAX_BYTES", default=40 * 1024 * 1024)
@@ -279,7 +294,9 @@ if SITE_IS_HTTPS:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Health probes come from inside the deployment over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-if env.bool("BEHIND_PROXY", default=False):
+# Behind the deployment's reverse proxy (deploy/nginx.conf): trust its X-Forwarded-* headers.
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 

@@ -538,10 +538,10 @@ def test_side_panel_saves_in_place_and_keeps_the_draft(desk: dict[str, Any], bro
     page.select_option("#status-select", "pending")
     page.click("#status-save")
     expect(page.locator("#ticket-meta .badge")).to_have_text("Pending")
-    expect(page.get_by_role("status")).to_have_text("Status: Pending.")
+    expect(page.locator("#ticket-side").get_by_role("status")).to_have_text("Status: Pending.")
     page.select_option("#assignee-select", label="Bo Agent")
     page.click("#assign-save")
-    expect(page.get_by_role("status")).to_have_text("Assigned to Bo Agent.")
+    expect(page.locator("#ticket-side").get_by_role("status")).to_have_text("Assigned to Bo Agent.")
     # then the page was not reloaded: the draft is still there, the timeline shows both changes,
     # and the page's own changes are not announced as new activity
     assert page.input_value("#composer-text") == "A draft that must survive"

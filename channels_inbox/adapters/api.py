@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from django.conf import settings
+from django.core import signing
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from channels_inbox.models import Inbox, OutboundDelivery
 
 SIGNATURE_HEADER = "X-Switchboard-Signature"
+# Signs the download URLs of a callback's attachments (channels_inbox/views/files.py).
+ATTACHMENT_URL_SALT = "switchboard.api-callback-attachment"
 DELIVERY_HEADER = "X-Switchboard-Delivery"
 MAX_ATTACHMENTS = 20
 
@@ -192,14 +196,17 @@ class ApiAdapter(ChannelAdapter):
                     "html": message.html,
                     "created_at": message.created_at.isoformat(),
                     "author": {"name": message.author_agent.display_name if message.author_agent else ""},
+                    # Described, never embedded: the callback stays small whatever is attached;
+                    # the receiver fetches each file from its signed, expiring URL.
                     "attachments": [
                         {
                             "filename": a.filename,
                             "content_type": a.content_type,
                             "size": a.size,
-                            "data": base64.b64encode(a.file.read()).decode(),
+                            "sha256": a.sha256,
+                            "url": attachment_url(a),
                         }
-                        for a in message.attachments.all()
+                        for a in message.attachments.order_by("id")
                     ],
                 },
             },
@@ -228,6 +235,25 @@ class ApiAdapter(ChannelAdapter):
         except ValueError:
             pass
         return SendResult(provider_id=provider_id)
+
+
+def attachment_url(attachment: Any) -> str:
+    """The absolute download URL of an outbound attachment: signed, valid for
+    API_ATTACHMENT_URL_MAX_AGE_SECONDS, tied to the file's id and sha256."""
+    token = signing.TimestampSigner(salt=ATTACHMENT_URL_SALT).sign(f"{attachment.pk}.{attachment.sha256}")
+    return settings.SITE_URL + reverse("api_attachment", args=[token])
+
+
+def read_attachment_token(token: str) -> tuple[int, str]:
+    """The (attachment id, sha256) a download URL names; BadSignature (or SignatureExpired) if
+    it is forged, altered or too old."""
+    value = signing.TimestampSigner(salt=ATTACHMENT_URL_SALT).unsign(
+        token, max_age=settings.API_ATTACHMENT_URL_MAX_AGE_SECONDS
+    )
+    pk, _, digest = value.partition(".")
+    if not (pk.isascii() and pk.isdigit() and len(pk) < 19) or len(digest) != 64:
+        raise signing.BadSignature("malformed attachment token")
+    return int(pk), digest
 
 
 def external_identity(inbox: Inbox, identifier: str) -> str:

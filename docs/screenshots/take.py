@@ -4,9 +4,11 @@
 
 It starts the demo exactly as `make run` does, in a temporary data directory (`manage.py
 migrate`, `seed_demo`, `serve` on a free port), signs in as the demo agent in Debian's Chromium
-and captures: the ticket list with a row selected by the keyboard, a ticket page, and the
-keyboard shortcuts dialog. Static files are served from the source folders, so nothing is
-collected into the checkout.
+and captures: the ticket list with a row selected by the keyboard, a ticket page, the
+keyboard shortcuts dialog, rows selected for bulk actions, a macro's preview, and — with the
+demo admin in a second browser context — the ticket page showing the admin viewing and typing
+and the new-message warning over a draft, and the agent's notifications after a @mention.
+Static files are served from the source folders, so nothing is collected into the checkout.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from playwright.sync_api import ViewportSize, sync_playwright
+from playwright.sync_api import Page, ViewportSize, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent
@@ -37,6 +40,7 @@ CHROMIUM_FLAGS = [
 ]
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 LOGIN = ("agent@example.com", "switchboard-agent")  # seed_demo's printed agent login
+ADMIN_LOGIN = ("admin@example.com", "switchboard-admin")
 MAX_BYTES = 300_000
 
 
@@ -64,39 +68,89 @@ def wait_up(base: str, timeout: float = 30) -> None:
     raise SystemExit(f"the embedded server did not answer on {base} within {timeout}s")
 
 
+def sign_in(browser: Any, base: str, login: tuple[str, str]) -> Page:
+    page: Page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.goto(f"{base}/desk/login/")
+    page.fill("input[name=username]", login[0])
+    page.fill("input[name=password]", login[1])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/desk/")
+    return page
+
+
 def capture(base: str) -> list[Path]:
     shots: list[Path] = []
+
+    def shot(page: Page, name: str) -> None:
+        shots.append(OUT / name)
+        page.screenshot(path=str(shots[-1]))
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.goto(f"{base}/desk/login/")
-            page.fill("input[name=username]", LOGIN[0])
-            page.fill("input[name=password]", LOGIN[1])
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{base}/desk/")
+            page = sign_in(browser, base, LOGIN)
 
             # The ticket list, the second row selected with j j.
             page.keyboard.press("j")
             page.keyboard.press("j")
-            shots.append(OUT / "ticket-list.png")
-            page.screenshot(path=str(shots[-1]))
+            shot(page, "ticket-list.png")
 
             # The shortcuts dialog over the list.
             page.keyboard.press("?")
             page.locator("#shortcuts-dialog").wait_for(state="visible")
-            shots.append(OUT / "shortcuts.png")
-            page.screenshot(path=str(shots[-1]))
+            shot(page, "shortcuts.png")
             page.keyboard.press("Escape")
+
+            # Rows picked for a bulk action with x (the second and the fourth).
+            page.keyboard.press("x")
+            page.keyboard.press("j")
+            page.keyboard.press("j")
+            page.keyboard.press("x")
+            shot(page, "bulk.png")
+            page.keyboard.press("x")
+            page.keyboard.press("k")
+            page.keyboard.press("k")
+            page.keyboard.press("x")
 
             # A ticket page: the selected ticket, opened with Enter, the composer in reply mode.
             page.keyboard.press("Enter")
             page.wait_for_selector("[data-ticket]")
+            ticket_url = page.url
             page.keyboard.press("r")
             page.keyboard.type("Thanks for the details — ")
             page.keyboard.press("Escape")
-            shots.append(OUT / "ticket.png")
-            page.screenshot(path=str(shots[-1]))
+            shot(page, "ticket.png")
+
+            # The admin opens the same ticket, types and sends a reply: the agent, with a draft,
+            # sees who else is here, the typing marker, then the warning before sending.
+            admin = sign_in(browser, base, ADMIN_LOGIN)
+            admin.goto(ticket_url)
+            page.locator("#ticket-viewers").get_by_text("Alex Admin").wait_for()
+            admin.click("#composer-text")
+            admin.keyboard.type("Refund approved, sending it now.")
+            page.locator("#ticket-typing").get_by_text("typing").wait_for()
+            shot(page, "ticket-typing.png")
+            admin.click("#composer button[type=submit]")
+            page.locator("#composer-news-warning").wait_for(state="visible")
+            page.locator("#composer-news-warning").scroll_into_view_if_needed()
+            shot(page, "ticket-warning.png")
+
+            # The admin mentions the agent in a note: the agent's badge and notifications.
+            admin.wait_for_url(ticket_url)
+            admin.check("#mode-note")
+            admin.fill("#composer-text", "@agent could you confirm the refund went through?")
+            admin.click("#composer button[type=submit]")
+            admin.wait_for_url(ticket_url)
+            page.locator("#notif-count").wait_for(state="visible")
+            page.goto(f"{base}/desk/notifications/")
+            shot(page, "notifications.png")
+
+            # A macro's preview on the ticket (nothing applied).
+            page.goto(ticket_url)
+            page.select_option("#macro-select", label="Refund issued")
+            page.click("#macro-preview-button")
+            page.locator("#macro-preview").wait_for(state="visible")
+            shot(page, "macro-preview.png")
         finally:
             browser.close()
     return shots

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied
@@ -15,6 +16,8 @@ from helpdesk.permissions import ticket_policy
 
 if TYPE_CHECKING:
     from channels_inbox.models import Inbox
+    from customers.models import Identity
+    from helpdesk.composer import OutgoingFile
     from helpdesk.models import User
 
 
@@ -29,8 +32,16 @@ def do_reply(
     text: str,
     html: str = "",
     inbox: Inbox | None = None,
+    identity: Identity | None = None,
+    attachments: Sequence[OutgoingFile] = (),
 ) -> Message:
-    """A public reply: the message and its delivery (outbox) in one transaction; sent after commit."""
+    """A public reply: the message, its files and its delivery (outbox) in one transaction;
+    sent after commit.
+
+    With `identity` (one of the ticket customer's), the reply goes to that address through
+    `inbox` (default: the ticket's), which must be active and able to reach it; without, to
+    the first address of the customer the inbox can reach.
+    """
     from channels_inbox.adapters.base import IdentityRef
     from channels_inbox.models import OutboundDelivery
     from channels_inbox.tasks import deliver
@@ -40,11 +51,23 @@ def do_reply(
         raise PermissionDenied("you may not reply on this ticket")
     if not text.strip() and not html.strip():
         raise ValueError("a reply needs text")
+    from helpdesk.composer import check_files, reaches
+
+    check_files(attachments)
     inbox = inbox or ticket.inbox
-    identities = [IdentityRef(i.kind, i.value) for i in ticket.customer.identities.all()]
-    recipient = inbox.adapter.recipient_for(inbox, identities)
-    if not recipient:
-        raise NoRecipient(f"the customer has no address on {inbox.name}")
+    if identity is not None:
+        if identity.customer_id != ticket.customer_id:
+            raise NoRecipient("that address is not one of this ticket's customer")
+        if not inbox.is_active:
+            raise NoRecipient(f"the inbox {inbox.name} is not active")
+        recipient = reaches(inbox, identity)
+        if not recipient:
+            raise NoRecipient(f"{inbox.name} cannot send to {identity.display_value}")
+    else:
+        identities = [IdentityRef(i.kind, i.value) for i in ticket.customer.identities.all()]
+        recipient = inbox.adapter.recipient_for(inbox, identities)
+        if not recipient:
+            raise NoRecipient(f"the customer has no address on {inbox.name}")
     with transaction.atomic():
         ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
         now = timezone.now()
@@ -57,7 +80,10 @@ def do_reply(
             text=text,
             html=sanitize_html(html),
             delivery_status=DeliveryStatus.QUEUED,
+            # The address the agent chose to answer on (none chosen: the inbox's default).
+            metadata={"reply_identity": {"id": identity.pk, "kind": identity.kind}} if identity else {},
         )
+        _store_files(message, attachments)
         delivery = OutboundDelivery.objects.create(
             message=message, inbox=inbox, recipient=recipient, next_attempt_at=now
         )
@@ -84,16 +110,31 @@ def do_reply(
     return message
 
 
-def do_add_note(ticket: Ticket, *, actor: User, text: str) -> Message:
-    """An internal note: seen by agents only, never sent anywhere."""
+def _store_files(message: Message, files: Sequence[OutgoingFile]) -> None:
+    from helpdesk.attachments import store_attachment
+
+    for file in files:
+        store_attachment(message, file.filename, file.content, file.declared_type)
+
+
+def do_add_note(ticket: Ticket, *, actor: User, text: str, attachments: Sequence[OutgoingFile] = ()) -> Message:
+    """An internal note (with its files): seen by agents only, never sent anywhere."""
+    from helpdesk.composer import check_files
+
     if not ticket_policy.can_add_note(actor, ticket):
         raise PermissionDenied("you may not add notes on this ticket")
     if not text.strip():
         raise ValueError("a note needs text")
+    check_files(attachments)
     with transaction.atomic():
         ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
         message = Message.objects.create(ticket=ticket, direction=Direction.NOTE, author_agent=actor, text=text)
+        _store_files(message, attachments)
         append_event(ticket, NoteAdded(message_id=message.pk), actor=actor, message=message)
+        # Mentioned agents who may see the ticket are notified (helpdesk/actions/notifications.py).
+        from helpdesk.actions.notifications import do_notify_mentions
+
+        do_notify_mentions(message, actor=actor)
         ticket.last_activity_at = timezone.now()
         ticket.save(update_fields=["last_activity_at", "updated_at"])
     return message

@@ -49,4 +49,8 @@ def do_assign_ticket(ticket: Ticket, *, assignee: User | None, actor: User) -> T
         ticket.assignee = assignee
         append_event(ticket, Assigned(old_assignee_id=old, new_assignee_id=new), actor=actor)
         ticket.save(update_fields=["assignee", "updated_at"])
+        # The new assignee hears of it, unless they took the ticket themselves.
+        from helpdesk.actions.notifications import do_notify_assignment
+
+        do_notify_assignment(ticket, assignee=assignee, actor=actor)
     return ticket

@@ -48,8 +48,10 @@ LIST_QUERIES = 8
 # Ticket page: session, user, role, teams, the ticket (joined with customer, inbox, team,
 # assignee), messages, their attachments, their deliveries, the shown events, the
 # customer's identities, the CCs, the assignable agents, the ticket's tags, the teams,
-# the canned responses the agent may insert, the customer's other tickets (one window query).
-DETAIL_QUERIES = 16
+# the canned responses the agent may insert, the customer's other tickets (one window query),
+# the active inboxes a reply may go out through (the composer's channel choice),
+# the macros the agent may apply (the macro picker, templates/desk/_macros.html).
+DETAIL_QUERIES = 18
 
 
 def numbers(resp: Any) -> list[int]:
@@ -417,6 +419,8 @@ def test_timeline_fragment_renders_messages_only(agent: Any, api_inbox: Any) -> 
     assert resp.status_code == 200, resp.content
     assert b"fragment text" in resp.content
     assert b"<html" not in resp.content
+    # with the header line, for the page to swap in (static/desk/desk.js)
+    assert b'<template id="ticket-meta-fresh"><p class="meta" id="ticket-meta">' in resp.content
 
 
 # --- replies, notes, status, assignment ---------------------------------------------------
@@ -463,7 +467,9 @@ def test_reply_after_a_new_customer_message_is_held_back_with_a_warning(agent: A
     assert resp.status_code == 409, resp.content
     assert not Message.objects.filter(direction=Direction.OUTBOUND).exists()
     body = resp.content.decode()
-    assert "Here is how…" in body and "wrote again" in body and "Actually, never mind" in body
+    assert "Here is how…" in body
+    assert "wrote again" in body
+    assert "Actually, never mind" in body
     ticket.refresh_from_db()
     assert resp.context["ticket"].last_event_seq == ticket.last_event_seq
     # when: sent again from the refreshed page, it goes out

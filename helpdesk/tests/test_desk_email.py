@@ -61,8 +61,9 @@ REPLY_TEXT = (
 # whether a raw original is kept), their attachments, their deliveries, the shown events,
 # the customer's identities, the CCs (with their customers), the CCs' email identities,
 # the assignable agents, the ticket's tags, the teams, the canned responses the agent may insert,
-# the customer's other tickets (one window query).
-EMAIL_DETAIL_QUERIES = 17
+# the customer's other tickets (one window query), the active inboxes a reply may go out through,
+# the macros the agent may apply (the macro picker).
+EMAIL_DETAIL_QUERIES = 19
 
 
 @pytest.fixture

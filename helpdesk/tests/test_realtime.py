@@ -99,3 +99,49 @@ def test_team_and_assignee_groups_are_included(layer: RecordingLayer, agent: Any
     assert sorted(g for g, _ in layer.sent) == sorted(
         [f"ticket.{ticket.pk}", "desk.all", f"team.{team.pk}", f"agent.{agent.pk}"]
     )
+
+
+def test_agent_messages_go_to_the_agents_group_after_commit(layer: RecordingLayer, agent: Any) -> None:
+    # given
+    payload = {"id": 7, "kind": "mention", "ticket_number": 1001, "text": "hi", "unread": 1}
+    # when: inside a transaction
+    with transaction.atomic():
+        realtime.publish_to_agent(agent.pk, "notification", payload)
+        assert layer.sent == []
+    # then
+    assert layer.sent == [(f"agent.{agent.pk}", {"type": "agent.event", "kind": "notification", "payload": payload})]
+
+
+def test_rolled_back_agent_messages_are_never_published(layer: RecordingLayer, agent: Any) -> None:
+    def rolled_back() -> None:
+        with transaction.atomic():
+            realtime.publish_to_agent(agent.pk, "notification", {"id": 1})
+            realtime.publish_presence(agent.pk, presence="away", choice="away")
+            raise RuntimeError("rollback")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert layer.sent == []
+
+
+def test_presence_goes_to_the_agents_group(layer: RecordingLayer, agent: Any) -> None:
+    realtime.publish_presence(agent.pk, presence="away", choice="online")
+    assert layer.sent == [(f"agent.{agent.pk}", {"type": "presence.self", "presence": "away", "choice": "online"})]
+
+
+def test_ticket_events_name_their_agent_without_a_query(
+    layer: RecordingLayer, agent: Any, django_assert_num_queries: Any
+) -> None:
+    from helpdesk.events import NoteAdded, PendingEvents
+
+    ticket: Any = TicketFactory(team=None, assignee=None)
+    events = PendingEvents(ticket)
+    event = events.add(NoteAdded(message_id=1), actor=agent)
+    with django_assert_num_queries(0):
+        realtime.publish_ticket_event(ticket, event)
+    message = layer.sent[0][1]
+    assert (message["actor_id"], message["actor_name"]) == (agent.pk, "Ada Agent")
+    # and an event by nobody (a customer message) names no agent
+    event = events.add(NoteAdded(message_id=2))
+    realtime.publish_ticket_event(ticket, event)
+    assert (layer.sent[-1][1]["actor_id"], layer.sent[-1][1]["actor_name"]) == (None, "")

@@ -20,8 +20,10 @@ from helpdesk.management.commands.seed_demo import DEMO_EMAIL_INBOX_SLUG, DEMO_I
 from helpdesk.models import (
     AgentProfile,
     Attachment,
+    CannedResponse,
     DeliveryStatus,
     Direction,
+    Macro,
     Message,
     Role,
     Tag,
@@ -52,6 +54,8 @@ MODELS = (
     TicketEvent,
     OutboundDelivery,
     TicketCC,
+    CannedResponse,
+    Macro,
 )
 
 
@@ -87,6 +91,7 @@ def test_second_run_creates_nothing_and_still_prints_the_logins() -> None:
     assert after_first["InboundEvent"] == 4
     assert after_first["Customer"] == 12
     assert after_first["Team"] == 3
+    assert (after_first["CannedResponse"], after_first["Macro"]) == (2, 2)
 
 
 def test_demo_logins_work_in_the_desk() -> None:
@@ -249,3 +254,21 @@ def test_the_email_inbox_is_fed_through_the_inbound_pipeline() -> None:
     cc_ticket = TicketCC.objects.get(ticket__inbox=inbox)
     assert cc_ticket.ticket.customer.name == "Michael Brown"
     assert cc_ticket.customer.name == "Sarah Johnson"
+
+
+def test_the_demo_macros_apply_to_a_demo_ticket() -> None:
+    # given
+    from helpdesk.actions.macros import do_apply_macro
+
+    seed()
+    ada = User.objects.get(email="agent@example.com")
+    ticket = Ticket.objects.filter(inbox__slug=DEMO_INBOX_SLUG, status=TicketStatus.OPEN, team__name="Support").first()
+    assert ticket is not None
+    # when
+    do_apply_macro(ticket, Macro.objects.get(name="Escalate to Tier 2"), actor=ada)
+    # then
+    ticket.refresh_from_db()
+    assert (ticket.team.name if ticket.team else None, ticket.priority, ticket.assignee_id) == ("Tier 2", 3, None)
+    assert ticket.messages.filter(direction=Direction.NOTE, text="Escalated by Ada Agent: needs Tier 2.").exists()
+    assert "escalated" in set(ticket.tags.values_list("name", flat=True))
+    assert CannedResponse.objects.filter(title="Greeting").exists()

@@ -510,3 +510,13 @@ def test_saved_view_page_query_count_is_fixed(agent: Any, django_assert_num_quer
     # when / then: the saved view itself is one more query
     with django_assert_num_queries(LIST_QUERIES_WARM + 1):
         client.get("/desk/", {"saved": mine.pk})
+
+
+@pytest.mark.postgres
+def test_postgresql_sessions_run_without_jit() -> None:
+    # The desk's statements are short; JIT once cost 88–150 ms on a 3 ms query (bench/README.md).
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"

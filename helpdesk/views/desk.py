@@ -7,6 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -15,6 +16,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from channels_inbox.actions.delivery import do_retry_delivery
@@ -23,6 +25,17 @@ from channels_inbox.models import OutboundDelivery
 from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
 from helpdesk.canned import placeholder_values, render_canned
+from helpdesk.composer import (
+    BoundedUploadHandler,
+    InvalidUpload,
+    active_inboxes,
+    default_target,
+    limits_text,
+    over_limit_error,
+    parse_target,
+    read_uploads,
+    reply_targets,
+)
 from helpdesk.models import Attachment, Ticket, TicketStatus, User
 from helpdesk.permissions import (
     access_canned,
@@ -71,12 +84,28 @@ def _side_context(user: Any, ticket: Ticket) -> dict[str, Any]:
     }
 
 
+def _composer_context(ticket: Ticket, timeline: list[Any], identities: list[Any], chosen: str) -> dict[str, Any]:
+    """The composer's reply channels: every (active inbox, identity) pair that can be answered
+    on, and the selected one (the posted choice when re-rendering a draft, else the default).
+    The identities are the side panel's and the timeline the page's: one query, the inboxes."""
+    targets = reply_targets(active_inboxes(), identities)
+    if not any(t.value == chosen for t in targets):
+        default = default_target(targets, ticket, timeline)
+        chosen = default.value if default else ""
+    return {"reply_targets": targets, "reply_target": chosen}
+
+
 def _ticket_page(request: HttpRequest, ticket: Ticket, *, status: int = 200, **extra: Any) -> HttpResponse:
+    timeline = ticket_timeline(ticket)
+    side = _side_context(request.user, ticket)
+    can_reply = ticket_policy.can_reply(request.user, ticket)
     context = {
-        "timeline": ticket_timeline(ticket),
-        **_side_context(request.user, ticket),
-        "can_reply": ticket_policy.can_reply(request.user, ticket),
+        "timeline": timeline,
+        **side,
+        "can_reply": can_reply,
         "canned_responses": list(canned_policy.usable(request.user).only("pk", "title")),
+        "attachment_limits": limits_text(),
+        **(_composer_context(ticket, timeline, side["identities"], extra.get("draft_target", "")) if can_reply else {}),
         **extra,
     }
     return render(request, "desk/ticket_detail.html", context, status=status)
@@ -100,7 +129,7 @@ def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
 @staff_required
 def ticket_timeline_fragment(request: HttpRequest, number: int) -> HttpResponse:
     ticket = access_ticket(request.user, number)
-    return render(request, "desk/_timeline.html", {"ticket": ticket, "timeline": ticket_timeline(ticket)})
+    return render(request, "desk/_timeline_fragment.html", {"ticket": ticket, "timeline": ticket_timeline(ticket)})
 
 
 def _back(number: int) -> HttpResponseRedirect:
@@ -151,32 +180,77 @@ def _posted_text(request: HttpRequest) -> str:
     return text
 
 
+@csrf_exempt  # checked by csrf_protect below, once the upload handler is in place
 @require_POST
+def ticket_reply(request: HttpRequest, number: int) -> HttpResponseBase:
+    # The files' total is bounded while they are read: the handler has to be installed before
+    # anything reads the body, the CSRF check included (Django's documented pattern).
+    bounded = BoundedUploadHandler(request, settings.REPLY_ATTACHMENTS_MAX_TOTAL_BYTES)
+    request.upload_handlers = [bounded, *request.upload_handlers]
+    return _ticket_reply(request, number)
+
+
+@csrf_protect
 @staff_required
-def ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
+def _ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
     note = request.POST.get("mode") == "note"
     ticket = access_ticket(request.user, number, for_="note" if note else "reply")
     status = "" if note else request.POST.get("status", "")
+    # The composer's channel choice, "<inbox id>:<identity id>" (none posted: the ticket's inbox
+    # and the first address of the customer it can reach).
+    target = "" if note else request.POST.get("target", "").strip()
+    uploads = request.FILES.getlist("files")
     try:
         text = _posted_text(request)
         # A draft written before the customer wrote again, or before another agent answered, is
         # not sent: the page comes back with the news, the draft and a warning; sending again
-        # (the page now shows the news) goes through.
+        # (the page now shows the news) goes through. Uploaded files cannot come back with it.
         news = news_since(ticket, _seen_seq(request, ticket), viewer=request.user)
         if news and text.strip():
             return _ticket_page(
-                request, ticket, status=409, draft=text, draft_mode=request.POST.get("mode"), stale_news=news
+                request,
+                ticket,
+                status=409,
+                draft=text,
+                draft_mode=request.POST.get("mode"),
+                draft_target=target[:40],
+                stale_news=news,
+                dropped_files=[str(u.name)[:200] for u in uploads],
             )
         if status and status not in TicketStatus.values:
             raise ValueError(f"Unknown status {status[:40]!r}.")
+    except (ValueError, NoRecipient) as exc:
+        messages.error(request, str(exc))
+        return _back(number)
+    try:
+        # Errors of the files or the channel choice keep the draft: the page comes back with it.
+        if getattr(request, "upload_over_limit", False):
+            raise over_limit_error()
+        files = read_uploads(uploads)
         if note:
-            do_add_note(ticket, actor=request.user, text=text)  # type: ignore[arg-type]
+            written = do_add_note(ticket, actor=request.user, text=text, attachments=files)  # type: ignore[arg-type]
+            from helpdesk.views.notifications import flash_mention_report
+
+            flash_mention_report(request, written)  # which @mentions notified nobody, and why
         else:
-            do_reply(ticket, actor=request.user, text=text)  # type: ignore[arg-type]
+            inbox, identity = parse_target(target, ticket) if target else (None, None)
+            do_reply(ticket, actor=request.user, text=text, inbox=inbox, identity=identity, attachments=files)  # type: ignore[arg-type]
             if status and status != ticket.status:
                 do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
     except (ValueError, NoRecipient) as exc:
-        messages.error(request, str(exc))
+        if not text.strip() or not (target or uploads or isinstance(exc, InvalidUpload)):
+            messages.error(request, str(exc))
+            return _back(number)
+        messages.error(request, f"Not sent: {exc}")
+        return _ticket_page(
+            request,
+            ticket,
+            status=400,
+            draft=text,
+            draft_mode=request.POST.get("mode"),
+            draft_target=target[:40],
+            dropped_files=[str(u.name)[:200] for u in uploads],
+        )
     return _back(number)
 
 

@@ -66,7 +66,18 @@ from helpdesk.actions.ingest import do_ingest_message
 from helpdesk.actions.replies import do_add_note, do_reply
 from helpdesk.actions.ticket_fields import do_change_team
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
-from helpdesk.models import Attachment, DeliveryStatus, Message, Role, Team, Ticket, TicketEvent, User
+from helpdesk.models import (
+    Attachment,
+    CannedResponse,
+    DeliveryStatus,
+    Macro,
+    Message,
+    Role,
+    Team,
+    Ticket,
+    TicketEvent,
+    User,
+)
 
 DEMO_INBOX_SLUG = "demo-website-api"
 DEMO_INBOX_NAME = "Website API"
@@ -115,6 +126,47 @@ AGENTS = (
     DemoAgent("wei", "wei@example.com", "Wei Chen", Role.AGENT, ("Support", "Billing"), ("zh-Hans", "en")),
 )
 LOGINS = tuple(a for a in AGENTS if a.password)
+
+# Shared canned responses and macros (for everyone), with the placeholders they support.
+DEMO_CANNED = (
+    (
+        "Greeting",
+        "Hi {{ customer.first_name }},\n\nthanks for writing to us about ticket #{{ ticket.number }}.\n",
+    ),
+    (
+        "Closing",
+        "If anything else comes up, just reply to this message.\n\nBest regards,\n{{ agent.name }}",
+    ),
+)
+DEMO_MACROS = (
+    (
+        "Refund issued",
+        "Tell the customer the refund is on its way, tag it and wait for their answer.",
+        (
+            {
+                "type": "reply",
+                "value": "Hi {{ customer.first_name }},\n\nyour refund for #{{ ticket.number }} is on its way: "
+                "expect it within 5 business days.\n\n{{ agent.name }}",
+            },
+            {"type": "status", "value": "pending"},
+            {"type": "add_tags", "value": ["refund"]},
+            {"type": "assignee", "value": "me"},
+        ),
+    ),
+    (
+        "Escalate to Tier 2",
+        "Hand the ticket to Tier 2 with a note and a higher priority.",
+        (
+            {"type": "note", "value": "Escalated by {{ agent.name }}: needs Tier 2."},
+            {"type": "priority", "value": 3},
+            {"type": "assignee", "value": "nobody"},
+            {"type": "add_tags", "value": ["escalated"]},
+            # Last: the ticket may leave the sight of an agent outside Tier 2. A team name here;
+            # the seed puts its id.
+            {"type": "team", "value": "Tier 2"},
+        ),
+    ),
+)
 TEAMS = ("Support", "Billing", "Tier 2")
 
 
@@ -738,6 +790,9 @@ class Command(BaseCommand):
             if not Inbox.objects.filter(slug=DEMO_INBOX_SLUG).exists():
                 counts = self._seed(users)
             mails = self._seed_email(users)
+            shortcuts = self._seed_shortcuts(users)
+        if shortcuts:
+            self.stdout.write(self.style.SUCCESS(f"Demo canned responses and macros: {shortcuts} created."))
         if counts:
             self.stdout.write(
                 self.style.SUCCESS(
@@ -765,6 +820,29 @@ class Command(BaseCommand):
             )
             for agent in AGENTS
         }
+
+    # --- canned responses and macros -----------------------------------------------------
+    def _seed_shortcuts(self, users: dict[str, User]) -> int:
+        """The demo's shared canned responses and macros, each created once (by title / name)."""
+        from helpdesk.actions.canned import do_save_canned_response
+        from helpdesk.actions.macros import do_save_macro
+
+        admin = users["admin"]
+        created = 0
+        for title, body in DEMO_CANNED:
+            if not CannedResponse.objects.filter(title=title, team=None, owner=None).exists():
+                do_save_canned_response(None, title=title, body=body, actor=admin)
+                created += 1
+        team_ids = dict(Team.objects.values_list("name", "pk"))
+        for name, description, steps in DEMO_MACROS:
+            if not Macro.objects.filter(name=name, team=None, owner=None).exists():
+                actions = [
+                    {**step, "value": team_ids[str(step["value"])]} if step["type"] == "team" else dict(step)
+                    for step in steps
+                ]
+                do_save_macro(None, name=name, description=description, actions=actions, actor=admin)
+                created += 1
+        return created
 
     # --- content ----------------------------------------------------------------------------
     def _seed(self, users: dict[str, User]) -> dict[str, int]:

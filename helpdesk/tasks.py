@@ -1,0 +1,32 @@
+"""Celery tasks of the helpdesk core: thin, idempotent wrappers around the actions."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from helpdesk.actions.notifications import do_send_notification_email
+
+
+@shared_task(name="helpdesk.tasks.send_notification_email")
+def send_notification_email(notification_id: int) -> str:
+    """Email one notification to its recipient; a second run sends nothing (`emailed_at`)."""
+    return do_send_notification_email(notification_id)
+
+
+@shared_task(name="helpdesk.tasks.sweep_presence")
+def sweep_presence() -> int:
+    """Set offline (or away) the agents whose desks stopped without saying so (a dead process).
+
+    Open desks also run the sweep on their heartbeats; this one covers the hours when none is open.
+    """
+    from helpdesk.presence import maybe_sweep
+
+    return int(maybe_sweep())
+
+
+@shared_task(name="helpdesk.tasks.send_password_reset")
+def send_password_reset(user_id: int) -> bool:
+    """Mail one reset link (the token is made here, not carried by the broker)."""
+    from helpdesk.actions.password_reset import do_send_password_reset
+
+    return do_send_password_reset(user_id)
