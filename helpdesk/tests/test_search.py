@@ -31,8 +31,9 @@ _ids = count(1)
 
 # A search page: session, user, role, teams, the team and inbox lists of the form, one page
 # of tickets (customer, assignee, team, inbox joined), their best messages, the customers
-# with their visible ticket counts, and those customers' identities.
-SEARCH_QUERIES = 10
+# with their visible ticket counts, and those customers' identities. PostgreSQL adds one: the
+# planner's estimate of the matching messages, which chooses the plan (helpdesk/search.py).
+SEARCH_QUERIES = 10 + (1 if connection.vendor == "postgresql" else 0)
 
 
 def mail_in(inbox: Any, subject: str, text: str, *, name: str = "Jana Nováková", email: str = "") -> Ticket:
@@ -538,3 +539,146 @@ def test_a_two_word_search_uses_the_gin_index(agent: Any, api_inbox: Any) -> Non
     assert "message_search_idx" in plan, plan
     assert "ticket_search_idx" in plan, plan
     assert "customer_name_search_idx" in plan, plan
+
+
+# --- PostgreSQL: the two plans of a page give the same answer --------------------------------
+
+
+def _matching_world(api_inbox: Any) -> tuple[list[Ticket], list[Ticket]]:
+    """Tickets matching "sorbet" (by subject, by a message, by the customer's name) and others,
+    interleaved in last activity, with a few sharing one last-activity time."""
+    matching, other = [], []
+    base = timezone.now() - timedelta(days=1)
+    for i in range(14):
+        if i % 3 == 0:
+            ticket = mail_in(api_inbox, f"Sorbet question {i}", "hello")
+        elif i % 3 == 1:
+            ticket = mail_in(api_inbox, f"Question {i}", f"the lemon sorbet melted {i}")
+        else:
+            ticket = mail_in(api_inbox, f"Question {i}", "hello", name=f"Sorbet Family {i}")
+        matching.append(ticket)
+        other.append(mail_in(api_inbox, f"Unrelated {i}", "nothing to see"))
+        for n, t in enumerate((matching[-1], other[-1])):
+            when = base + timedelta(minutes=(i // 2) * 10 + n)  # pairs of matches share a time
+            Ticket.objects.filter(pk=t.pk).update(last_activity_at=when)
+    return matching, other
+
+
+def _all_pages(user: Any, q: str, *, sort: str = "recent", size: int = 4) -> list[int]:
+    from helpdesk.search import search
+    from helpdesk.selectors import TicketFilters
+
+    seen: list[int] = []
+    cursor = None
+    for _ in range(20):
+        results = search(user, q, TicketFilters(), sort=sort, cursor=cursor, size=size)
+        seen += [hit.ticket.pk for hit in results.tickets]
+        cursor = results.next_cursor
+        if not cursor:
+            break
+    return seen
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("walk", [0, 1, 3, 6, 1000])
+def test_recent_pages_are_the_same_whichever_plan_answers(
+    agent: Any, api_inbox: Any, monkeypatch: Any, walk: int
+) -> None:
+    # given: a walk through `walk` recent tickets, which finds a page (1000), part of one, or
+    # none; or (0) no walk, the GIN indexes
+    import helpdesk.search
+
+    matching, _ = _matching_world(api_inbox)
+    monkeypatch.setattr(helpdesk.search, "_walk_size", lambda document, limit, most: walk)
+    # when
+    seen = _all_pages(agent, "sorbet")
+    # then: every match once, in (last activity, id) order, and nothing else
+    expected = Ticket.objects.filter(pk__in=[t.pk for t in matching]).order_by("-last_activity_at", "-id")
+    assert seen == [t.pk for t in expected]
+
+
+@pytest.mark.postgres
+def test_the_walk_respects_filters_and_visibility(
+    agent: Any, api_inbox: Any, billing_team: Any, monkeypatch: Any
+) -> None:
+    # given
+    import helpdesk.search
+    from helpdesk.search import search
+    from helpdesk.selectors import TicketFilters
+
+    matching, _ = _matching_world(api_inbox)
+    hidden = matching[:3]
+    Ticket.objects.filter(pk__in=[t.pk for t in hidden]).update(team=billing_team)
+    Ticket.objects.filter(pk=matching[3].pk).update(status=TicketStatus.SOLVED)
+    monkeypatch.setattr(helpdesk.search, "_walk_size", lambda document, limit, most: 1000)
+    # when
+    everything = search(agent, "sorbet", TicketFilters(), size=50)
+    solved = search(agent, "sorbet", TicketFilters(status=["solved"]), size=50)
+    # then
+    assert {h.ticket.pk for h in everything.tickets} == {t.pk for t in matching[3:]}
+    assert [h.ticket.pk for h in solved.tickets] == [matching[3].pk]
+
+
+@pytest.mark.postgres
+def test_rank_order_ranks_the_most_recent_matches(agent: Any, api_inbox: Any, monkeypatch: Any) -> None:
+    # given: the best-ranked ticket is the oldest match
+    import helpdesk.search
+
+    best = mail_in(api_inbox, "Sorbet sorbet", "sorbet sorbet sorbet sorbet")
+    Ticket.objects.filter(pk=best.pk).update(last_activity_at=timezone.now() - timedelta(days=30))
+    matching, _ = _matching_world(api_inbox)
+    # when: every match is a candidate
+    everything = _all_pages(agent, "sorbet", sort="relevance")
+    # then
+    assert everything[0] == best.pk
+    assert sorted(everything) == sorted({best.pk, *(t.pk for t in matching)})
+    # when: only the 5 most recent matches are
+    monkeypatch.setattr(helpdesk.search, "RANK_CANDIDATES", 5)
+    for walk in (0, 2, 1000):
+        monkeypatch.setattr(helpdesk.search, "_walk_size", lambda document, limit, most, walk=walk: walk)
+        bounded = _all_pages(agent, "sorbet", sort="relevance", size=2)
+        # then: those five, each once, best first (ties by id, newest first)
+        recent = list(Ticket.objects.filter(pk__in=[t.pk for t in matching]).order_by("-last_activity_at", "-id")[:5])
+        assert sorted(bounded) == sorted(t.pk for t in recent)
+        assert best.pk not in bounded
+
+
+@pytest.mark.postgres
+def test_walk_size_follows_the_estimate(monkeypatch: Any) -> None:
+    # given
+    import helpdesk.search
+    from helpdesk.search import WALK_COST_RATIO, WALK_FROM_MESSAGES, WALK_MARGIN, _walk_size
+
+    def estimate(messages: float, tickets: float = 1_000_000) -> None:
+        monkeypatch.setattr(helpdesk.search, "_estimated_matches", lambda document: (messages, tickets))
+
+    # when / then: rare words go to the GIN indexes
+    estimate(WALK_FROM_MESSAGES - 1)
+    assert _walk_size("x", 26, 10_000) == 0
+    # common words walk WALK_MARGIN times the tickets expected to hold a page
+    estimate(100_000)
+    assert _walk_size("x", 26, 10_000) == int(WALK_MARGIN * 26 / 0.1)
+    # fewer matches than that walk would cost (in WALK_COST_RATIO): the GIN indexes
+    estimate(3_000)
+    assert 26 / 0.003 * WALK_COST_RATIO > 3_000
+    assert _walk_size("x", 26, 10_000) == 0
+    # a walk longer than allowed is not taken
+    estimate(5_000)
+    assert _walk_size("x", 26, 20_000) == int(WALK_MARGIN * 26 / 0.005)
+    assert _walk_size("x", 26, 1_000) == 0
+    # more matches than tickets: at least the page itself
+    estimate(5_000_000)
+    assert _walk_size("x", 26, 10_000) == 52
+
+
+@pytest.mark.postgres
+def test_estimate_reads_the_plan(agent: Any, api_inbox: Any) -> None:
+    # given
+    from helpdesk.search import _estimated_matches
+
+    ingest(api_inbox, "a parcel question")
+    # when
+    messages, tickets = _estimated_matches(prepare_text("parcel & 'x' | !"))
+    # then
+    assert messages >= 0
+    assert tickets >= 1
