@@ -158,18 +158,31 @@ def can_review_held_events(user: Any) -> bool:
     return role_of(user) in (Role.ADMIN, Role.SUPERVISOR)
 
 
-class CannedPolicy:
-    def usable(self, user: Any) -> QuerySet[CannedResponse]:
-        """The responses a user may insert: personal, their teams' and everyone's (one query)."""
+class ScopedPolicy:
+    """Rows shared with one team (`team`), personal to one agent (`owner`) or, with neither, for
+    everyone — canned responses and macros. Everyone uses their personal ones, their teams' and
+    everyone's; admins and supervisors manage the shared ones, anyone their own personal ones."""
+
+    model: Any
+
+    def usable(self, user: Any) -> QuerySet[Any]:
+        """The rows a user may use: personal, their teams' and everyone's (one query)."""
         if role_of(user) is None:
-            return CannedResponse.objects.none()
+            return self.model.objects.none()
         teams = AgentProfile.teams.through.objects.filter(agentprofile__user=user).values("team_id")
-        return CannedResponse.objects.filter(
+        return self.model.objects.filter(
             Q(owner=user) | Q(team_id__in=Subquery(teams)) | Q(team__isnull=True, owner__isnull=True)
         )
 
+    def can_use(self, user: Any, row: Any) -> bool:
+        if role_of(user) is None:
+            return False
+        if row.owner_id is not None:
+            return bool(row.owner_id == user.pk)
+        return row.team_id is None or row.team_id in team_ids_of(user)
+
     def can_manage(self, user: Any, *, team_id: int | None, owner_id: int | None) -> bool:
-        """May the user create, change or delete a response with this scope (team or owner or neither)?"""
+        """May the user create, change or delete a row with this scope (team or owner or neither)?"""
         role = role_of(user)
         if role is None:
             return False
@@ -178,6 +191,10 @@ class CannedPolicy:
         if owner_id is not None:
             return bool(owner_id == user.pk and team_id is None)
         return role == Role.SUPERVISOR
+
+
+class CannedPolicy(ScopedPolicy):
+    model = CannedResponse
 
 
 canned_policy = CannedPolicy()
@@ -191,28 +208,11 @@ def access_canned(user: Any, canned_id: int) -> CannedResponse:
     return canned
 
 
-class MacroPolicy:
-    """Macros have the scopes of canned responses: everyone uses their personal ones, their teams'
-    and everyone's; admins and supervisors manage shared ones, anyone their own personal ones.
-    What applying one needs is each step's own permission (ticket_policy)."""
+class MacroPolicy(ScopedPolicy):
+    """Macros have the scopes of canned responses. What applying one needs is each step's own
+    permission (ticket_policy)."""
 
-    def usable(self, user: Any) -> QuerySet[Macro]:
-        if role_of(user) is None:
-            return Macro.objects.none()
-        teams = AgentProfile.teams.through.objects.filter(agentprofile__user=user).values("team_id")
-        return Macro.objects.filter(
-            Q(owner=user) | Q(team_id__in=Subquery(teams)) | Q(team__isnull=True, owner__isnull=True)
-        )
-
-    def can_use(self, user: Any, macro: Macro) -> bool:
-        if role_of(user) is None:
-            return False
-        if macro.owner_id is not None:
-            return bool(macro.owner_id == user.pk)
-        return macro.team_id is None or macro.team_id in team_ids_of(user)
-
-    def can_manage(self, user: Any, *, team_id: int | None, owner_id: int | None) -> bool:
-        return canned_policy.can_manage(user, team_id=team_id, owner_id=owner_id)
+    model = Macro
 
 
 macro_policy = MacroPolicy()
