@@ -322,6 +322,22 @@ def do_mark_all_read(*, actor: User) -> int:
     return changed
 
 
+def do_mark_ticket_notifications_read(ticket: Ticket, *, actor: User) -> int:
+    """Opening a ticket reads what it was notified for: the actor's unread notifications of it.
+
+    Costs no query while the actor has nothing unread (the badge's cached count says so).
+    """
+    if unread_count(actor) == 0:
+        return 0
+    with transaction.atomic():
+        changed = Notification.objects.filter(recipient=actor, ticket=ticket, read_at__isnull=True).update(
+            read_at=timezone.now()
+        )
+        if changed:
+            _after_read(actor.pk)
+    return changed
+
+
 # --- email -------------------------------------------------------------------------------------
 
 

@@ -430,6 +430,36 @@ def test_opening_marks_read_and_goes_to_the_ticket(agent: Any, admin_agent: Any,
     assert n.read_at is not None
 
 
+def test_opening_the_ticket_itself_reads_its_notifications_only(
+    agent: Any, admin_agent: Any, ticket: Ticket, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given: mentioned on this ticket and on another one
+    other = new_ticket()
+    with django_capture_on_commit_callbacks(execute=True):
+        do_add_note(ticket, actor=admin_agent, text="@agent here")
+        do_add_note(other, actor=admin_agent, text="@agent there")
+    client = logged_in(agent)
+    assert unread_count(agent) == 2
+    # when: the agent opens the ticket from the list (or an email link)
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = client.get(f"/desk/tickets/{ticket.number}/")
+    # then: its notification is read, the other one not
+    assert resp.status_code == 200, resp.content
+    unread = Notification.objects.filter(read_at__isnull=True)
+    assert [n.ticket_id for n in unread] == [other.pk]
+    assert unread_count(agent) == 1
+
+
+def test_opening_a_ticket_with_nothing_unread_costs_no_query(
+    agent: Any, ticket: Ticket, django_assert_num_queries: Any
+) -> None:
+    from helpdesk.actions.notifications import do_mark_ticket_notifications_read
+
+    unread_count(agent)  # the cache knows: nothing unread
+    with django_assert_num_queries(0):
+        assert do_mark_ticket_notifications_read(ticket, actor=agent) == 0
+
+
 def test_opening_a_ticket_out_of_sight_says_so(agent: Any, admin_agent: Any, billing_team: Any, ticket: Ticket) -> None:
     # given: mentioned, then the ticket moved to a team the agent is not in
     do_add_note(ticket, actor=admin_agent, text="@agent")

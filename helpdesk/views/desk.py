@@ -22,6 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from channels_inbox.actions.delivery import do_retry_delivery
 from channels_inbox.actions.review import do_discard_held_events, do_release_held_events
 from channels_inbox.models import OutboundDelivery
+from helpdesk.actions.notifications import do_mark_ticket_notifications_read
 from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
 from helpdesk.canned import placeholder_values, render_canned
@@ -114,6 +115,7 @@ def _ticket_page(request: HttpRequest, ticket: Ticket, *, status: int = 200, **e
 @staff_required
 def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
     ticket = access_ticket(request.user, number)
+    do_mark_ticket_notifications_read(ticket, actor=request.user)  # type: ignore[arg-type]
     # Without JavaScript the composer's canned-response picker reloads the page with ?canned=<id>.
     raw = request.GET.get("canned", "")
     draft = ""
