@@ -197,6 +197,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels_inbox.tasks.poll_mailboxes",
         "schedule": IMAP_POLL_INTERVAL_SECONDS,
     },
+    # Notification emails whose task was lost (helpdesk/actions/notifications.py).
+    "sweep-notification-emails": {
+        "task": "helpdesk.tasks.sweep_notification_emails",
+        "schedule": 120,
+    },
     # Agents left online by a desk process that died (helpdesk/presence.py).
     "sweep-presence": {
         "task": "helpdesk.tasks.sweep_presence",

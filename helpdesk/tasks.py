@@ -30,3 +30,11 @@ def send_password_reset(user_id: int) -> bool:
     from helpdesk.actions.password_reset import do_send_password_reset
 
     return do_send_password_reset(user_id)
+
+
+@shared_task(name="helpdesk.tasks.sweep_notification_emails")
+def sweep_notification_emails() -> int:
+    """Queue again notification emails that were due and never sent (a lost task)."""
+    from helpdesk.actions.notifications import do_requeue_unsent_emails
+
+    return do_requeue_unsent_emails()

@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.signals import user_logged_in
@@ -378,6 +379,37 @@ def do_send_notification_email(notification_id: int) -> str:
         notification.emailed_at = timezone.now()
         notification.save(update_fields=["emailed_at"])
     return "sent"
+
+
+# A queued email that never ran (broker down, worker lost, SMTP failed) is queued again by the
+# beat sweep once it is this old, for as long as it is still worth sending.
+EMAIL_RETRY_AFTER = timedelta(minutes=2)
+EMAIL_GIVE_UP_AFTER = timedelta(days=1)
+EMAIL_SWEEP_BATCH = 500
+
+
+def do_requeue_unsent_emails(*, now: datetime | None = None) -> int:
+    """Queue again the emails of unread notifications that should have gone out and did not;
+    how many. The send itself stays idempotent (`emailed_at`, under the row's lock)."""
+    from helpdesk.sideeffects import enqueue
+    from helpdesk.tasks import send_notification_email
+
+    now = now or timezone.now()
+    ids = list(
+        Notification.objects.filter(
+            emailed_at__isnull=True,
+            read_at__isnull=True,
+            created_at__lte=now - EMAIL_RETRY_AFTER,
+            created_at__gte=now - EMAIL_GIVE_UP_AFTER,
+            recipient__is_active=True,
+            recipient__agent__notify_by_email=True,
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)[:EMAIL_SWEEP_BATCH]
+    )
+    for pk in ids:
+        enqueue(send_notification_email, pk)
+    return len(ids)
 
 
 # --- preferences -------------------------------------------------------------------------------

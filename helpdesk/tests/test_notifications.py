@@ -10,6 +10,7 @@ from django.contrib.messages import get_messages
 from django.core import mail
 from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 
 from helpdesk import realtime
 from helpdesk.actions.agents import do_create_agent
@@ -317,6 +318,35 @@ def test_the_email_is_sent_once_when_wanted(
     assert "4111" not in sent.subject
     n.refresh_from_db()
     assert n.emailed_at is not None
+
+
+def test_a_lost_email_task_is_queued_again_by_the_sweep(
+    agent: Any, admin_agent: Any, ticket: Ticket, django_capture_on_commit_callbacks: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from helpdesk.actions.notifications import do_requeue_unsent_emails
+    from helpdesk.tasks import sweep_notification_emails
+
+    # given: the agent wants email, but the queued task never ran (no on-commit here)
+    wants_email(admin_agent)
+    do_add_note(ticket, actor=agent, text="@admin lost")
+    do_add_note(ticket, actor=agent, text="@admin read meanwhile")
+    read = Notification.objects.get(message__text="@admin read meanwhile")
+    Notification.objects.filter(pk=read.pk).update(read_at=timezone.now())
+    now = timezone.now()
+    # when: too early for the sweep; then due
+    assert do_requeue_unsent_emails(now=now) == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        assert do_requeue_unsent_emails(now=now + timedelta(minutes=3)) == 1
+    # then: sent once; the next sweep finds nothing; a day later it gives up anyway
+    assert len(mail.outbox) == 1
+    assert "@admin" not in mail.outbox[0].body
+    assert do_requeue_unsent_emails(now=now + timedelta(minutes=5)) == 0
+    assert do_requeue_unsent_emails(now=now + timedelta(days=2)) == 0
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-notification-emails"]["task"] == sweep_notification_emails.name
 
 
 def test_no_email_without_the_preference(
