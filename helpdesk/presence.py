@@ -16,7 +16,8 @@ The effective presence (`compute`):
 It is written to `AgentProfile.presence` (what routing reads) by `recompute`, through
 `do_set_presence`, only when it differs from the last state written. Dead records are
 found by `sweep`, which runs at most once per `SWEEP_SECONDS` across all processes, from
-the consumer on connect and on heartbeats (`maybe_sweep`), and recomputes every agent the
+the consumer on connect and on heartbeats (`maybe_sweep`) and from Celery beat every minute
+(`helpdesk.tasks.sweep_presence`, for when no desk is open), and recomputes every agent the
 database shows present. Redis in production, the process's local memory in the embedded mode.
 """
 
