@@ -132,6 +132,8 @@ def capture(base: str) -> list[Path]:
             shot(page, "ticket-typing.png")
             admin.click("#composer button[type=submit]")
             page.locator("#composer-news-warning").wait_for(state="visible")
+            page.locator("#timeline").get_by_text("Refund approved, sending it now.").wait_for()
+            page.locator("#ticket-meta .badge").get_by_text("Open").wait_for()
             page.locator("#composer-news-warning").scroll_into_view_if_needed()
             shot(page, "ticket-warning.png")
 
