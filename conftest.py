@@ -110,3 +110,19 @@ def lost_tasks(monkeypatch: Any) -> list[tuple[str, tuple[Any, ...]]]:
 
     monkeypatch.setattr(Task, "apply_async", drop)
     return dropped
+
+
+@pytest.fixture(scope="module")
+def browser(desk: dict[str, Any]) -> Iterator[Any]:
+    """Debian's Chromium, one per test module, started after that module's own `desk` (the
+    embedded server the module's browser tests run against)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_desk_keyboard import CHROMIUM, CHROMIUM_FLAGS
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -57,8 +57,21 @@ class TagAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
 
+class DeletedThroughActionAdmin(admin.ModelAdmin):
+    """Deletes one row or a selection through `delete_action` (which checks the actor's scope)."""
+
+    delete_action: Any  # a do_delete_… action, as a staticmethod
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self.delete_action(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for row in queryset:
+            self.delete_action(row, actor=request.user)
+
+
 @admin.register(CannedResponse)
-class CannedResponseAdmin(admin.ModelAdmin):
+class CannedResponseAdmin(DeletedThroughActionAdmin):
     """Saved and deleted through the actions, which check the scope (permissions.canned_policy)."""
 
     list_display = ["title", "team", "owner", "updated_at"]
@@ -67,6 +80,7 @@ class CannedResponseAdmin(admin.ModelAdmin):
     raw_id_fields = ["owner"]
     readonly_fields = ["created_by", "updated_at"]
     list_select_related = ["team", "owner"]
+    delete_action = staticmethod(do_delete_canned_response)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         saved = do_save_canned_response(
@@ -78,13 +92,6 @@ class CannedResponseAdmin(admin.ModelAdmin):
             actor=request.user,  # type: ignore[arg-type]
         )
         obj.pk, obj.created_by_id, obj.updated_at = saved.pk, saved.created_by_id, saved.updated_at
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        do_delete_canned_response(obj, actor=request.user)  # type: ignore[arg-type]
-
-    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        for canned in queryset:
-            do_delete_canned_response(canned, actor=request.user)  # type: ignore[arg-type]
 
 
 class MacroAdminForm(forms.ModelForm):
@@ -115,7 +122,7 @@ class MacroAdminForm(forms.ModelForm):
 
 
 @admin.register(Macro)
-class MacroAdmin(admin.ModelAdmin):
+class MacroAdmin(DeletedThroughActionAdmin):
     """Saved and deleted through the actions, which validate the steps and check the scope
     (permissions.macro_policy)."""
 
@@ -126,6 +133,7 @@ class MacroAdmin(admin.ModelAdmin):
     raw_id_fields = ["owner"]
     readonly_fields = ["created_by", "updated_at"]
     list_select_related = ["team", "owner", "created_by"]
+    delete_action = staticmethod(do_delete_macro)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         saved = do_save_macro(
@@ -138,13 +146,6 @@ class MacroAdmin(admin.ModelAdmin):
             actor=request.user,  # type: ignore[arg-type]
         )
         obj.pk, obj.created_by_id, obj.updated_at = saved.pk, saved.created_by_id, saved.updated_at
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        do_delete_macro(obj, actor=request.user)  # type: ignore[arg-type]
-
-    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        for macro in queryset:
-            do_delete_macro(macro, actor=request.user)  # type: ignore[arg-type]
 
 
 @admin.register(Ticket)

@@ -346,18 +346,6 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield {"base": base, "env": env}
 
 
-@pytest.fixture(scope="module")
-def browser(desk: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def sign_in(browser: Any, base: str, **context: Any) -> Any:
     page = browser.new_context(**context).new_page()
     errors: list[str] = []

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from channels_inbox.adapters.api import sign
-from tests.test_desk_keyboard import CHROMIUM, CHROMIUM_FLAGS, HTMX, browser_test
+from tests.test_desk_keyboard import HTMX, browser_test
 from tests.test_run_modes import ROOT, embedded_env, free_port, manage, serving, signed_post, wait_until
 
 # Every wait of a page is bounded; the whole module stays within a couple of minutes.
@@ -106,18 +106,6 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             )
         with serving(env) as (base, _, _):
             yield {"base": base, "inbox": inbox, "callback": callback, "data": data}
-
-
-@pytest.fixture(scope="module")
-def browser(desk: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 _tickets = iter(range(1, 1000))

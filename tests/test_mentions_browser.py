@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_desk_keyboard import CHROMIUM, CHROMIUM_FLAGS, HTMX, browser_test
+from tests.test_desk_keyboard import HTMX, browser_test
 from tests.test_run_modes import ROOT, embedded_env, manage, serving, signed_post, wait_until
 
 pytestmark = [pytest.mark.slow, browser_test]
@@ -50,18 +50,6 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
         wait_until(lambda: number() is not None, 60, "the ticket")
         yield {"base": base, "number": number()}
-
-
-@pytest.fixture(scope="module")
-def browser(desk: dict[str, Any]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def sign_in(browser: Any, base: str, email: str, password: str) -> Any:

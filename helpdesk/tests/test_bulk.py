@@ -16,10 +16,10 @@ from helpdesk.models import Tag, Ticket, TicketEvent, TicketEventType, TicketSta
 from helpdesk.tests.conftest import logged_in, new_ticket
 from helpdesk.tests.test_desk import LIST_QUERIES
 
-# The embedded desk and the browser of the keyboard tests, shared (module-scoped fixtures).
-from tests.test_desk_keyboard import browser, browser_test, desk, row_numbers, selected_numbers, sign_in
+# The embedded desk of the keyboard tests, shared (module-scoped; the browser is the root conftest's).
+from tests.test_desk_keyboard import browser_test, desk, row_numbers, selected_numbers, sign_in
 
-__all__ = ["browser", "desk"]
+__all__ = ["desk"]
 
 # (No module-wide django_db mark: the browser test runs against its own server; every other test
 # asks for the database through its agent fixtures.)

@@ -20,10 +20,10 @@ from helpdesk.macros import InvalidMacro, validate_macro, validate_steps
 from helpdesk.models import Direction, Macro, Message, Priority, Team, Ticket, TicketEvent, TicketStatus
 from helpdesk.tests.conftest import ingest, logged_in, new_ticket
 
-# The embedded desk and the browser of the keyboard tests, shared (module-scoped fixtures).
-from tests.test_desk_keyboard import browser, browser_test, desk, row_numbers, sign_in
+# The embedded desk of the keyboard tests, shared (module-scoped; the browser is the root conftest's).
+from tests.test_desk_keyboard import browser_test, desk, row_numbers, sign_in
 
-__all__ = ["browser", "desk"]
+__all__ = ["desk"]
 
 # (No module-wide django_db mark: the browser test runs against its own server; the other tests
 # ask for the database through their fixtures.)
