@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from channels_inbox.views.email_webhooks import email_webhook
 from channels_inbox.views.files import api_attachment
@@ -17,4 +17,6 @@ urlpatterns = [
     path("webhooks/<slug:provider>/<str:inbox_uuid>/", webhook, name="webhook"),
     # Files of replies sent through an API inbox, by the signed URL in the callback.
     path("files/api/<str:token>/", api_attachment, name="api_attachment"),
+    # The live-chat widget: loader, frame, and the visitor's HTTP API (docs/chat.md).
+    path("widget/v1/", include(("channels_inbox.widget_urls", "widget"), namespace="widget")),
 ]

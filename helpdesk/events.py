@@ -135,6 +135,31 @@ class MergedFrom(EventPayload):
     messages: int
 
 
+@dataclass(frozen=True)
+class ChatEnded(EventPayload):
+    """The live chat was closed (`by`: agent or visitor); the widget then asks for a rating."""
+
+    type = TicketEventType.CHAT_ENDED
+    by: str
+
+
+@dataclass(frozen=True)
+class ChatRated(EventPayload):
+    """The visitor rated the chat: 1–5, with or without a comment (stored on the chat)."""
+
+    type = TicketEventType.CHAT_RATED
+    rating: int
+    has_comment: bool
+
+
+@dataclass(frozen=True)
+class ChatSeen(EventPayload):
+    """An agent has seen the visitor's messages up to `message_id` (the widget's "Seen")."""
+
+    type = TicketEventType.CHAT_SEEN
+    message_id: int
+
+
 EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
     cls.type.value: cls
     for cls in (
@@ -152,6 +177,9 @@ EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
         AutoReplySent,
         Merged,
         MergedFrom,
+        ChatEnded,
+        ChatRated,
+        ChatSeen,
     )
 }
 

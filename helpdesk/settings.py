@@ -244,6 +244,24 @@ IMAP_LEASE_SECONDS = env.float("IMAP_LEASE_SECONDS", default=300.0)
 # `poll_mailboxes --idle` ends and re-issues IDLE this often (RFC 2177: at most 29 minutes).
 IMAP_IDLE_SECONDS = env.float("IMAP_IDLE_SECONDS", default=1500.0)
 
+# --- live chat (channels_inbox/chat/, docs/chat.md) ------------------------------------------
+# A verified identify's issued_at may be at most this old (a leaked user_hash expires) and at
+# most CHAT_IDENTITY_CLOCK_SKEW_SECONDS in the future.
+CHAT_IDENTITY_MAX_AGE_SECONDS = env.int("CHAT_IDENTITY_MAX_AGE_SECONDS", default=12 * 3600)
+CHAT_IDENTITY_CLOCK_SKEW_SECONDS = env.int("CHAT_IDENTITY_CLOCK_SKEW_SECONDS", default=300)
+# One visitor message: characters of text, files, and bytes per file (also ≤ ATTACHMENT_MAX_BYTES).
+CHAT_MESSAGE_MAX_CHARS = env.int("CHAT_MESSAGE_MAX_CHARS", default=5000)
+CHAT_MESSAGE_MAX_FILES = env.int("CHAT_MESSAGE_MAX_FILES", default=5)
+CHAT_UPLOAD_MAX_BYTES = env.int("CHAT_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
+# Rate limits: messages per visitor per minute; new visitors (sessions) and requests per IP per minute.
+CHAT_VISITOR_MESSAGES_PER_MINUTE = env.int("CHAT_VISITOR_MESSAGES_PER_MINUTE", default=30)
+CHAT_IP_SESSIONS_PER_MINUTE = env.int("CHAT_IP_SESSIONS_PER_MINUTE", default=20)
+CHAT_IP_REQUESTS_PER_MINUTE = env.int("CHAT_IP_REQUESTS_PER_MINUTE", default=600)
+# A visitor with no open widget for this long has left: agent replies then go out by email.
+CHAT_AWAY_AFTER_SECONDS = env.int("CHAT_AWAY_AFTER_SECONDS", default=60)
+# How often the widget's HTTP fallback polls (when websockets are blocked).
+CHAT_POLL_SECONDS = env.float("CHAT_POLL_SECONDS", default=3.0)
+
 # --- email ------------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 globals().update(EMAIL_CONFIG)

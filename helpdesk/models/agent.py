@@ -62,6 +62,11 @@ class AgentProfile(models.Model):
     presence_choice = models.CharField(max_length=10, choices=Presence.choices, default=Presence.ONLINE)
     # Mentions and assignments are also sent by email when set.
     notify_by_email = models.BooleanField(default=False)
+    # Live chat: whether new chats may be assigned to the agent, and how many at once.
+    chat_available = models.BooleanField(default=False)
+    chat_capacity = models.PositiveSmallIntegerField(default=3)
+    # Round robin among available agents: the one assigned a chat longest ago goes first.
+    last_chat_assigned_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role})"

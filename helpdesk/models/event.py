@@ -21,6 +21,9 @@ class TicketEventType(models.TextChoices):
     AUTO_REPLY_SENT = "auto_reply_sent", "Automatic reply sent"
     MERGED = "merged", "Merged into another ticket"
     MERGED_FROM = "merged_from", "Another ticket merged in"
+    CHAT_ENDED = "chat_ended", "Chat ended"
+    CHAT_RATED = "chat_rated", "Chat rated"
+    CHAT_SEEN = "chat_seen", "Chat messages seen by an agent"
 
 
 class TicketEvent(models.Model):
