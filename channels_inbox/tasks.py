@@ -41,3 +41,25 @@ def poll_mailbox(inbox_id: int) -> dict[str, object]:
 @shared_task(name="channels_inbox.tasks.poll_mailboxes")
 def poll_mailboxes() -> dict[str, int]:
     return {"queued": len(do_poll_due_mailboxes().queued)}
+
+
+@shared_task(name="channels_inbox.tasks.send_chat_transcript")
+def send_chat_transcript(conversation_id: int, email: str) -> bool:
+    from channels_inbox.actions.chat import do_send_chat_transcript
+
+    return do_send_chat_transcript(conversation_id, email)
+
+
+@shared_task(name="channels_inbox.tasks.remove_stale_chat_uploads")
+def remove_stale_chat_uploads() -> int:
+    from channels_inbox.actions.chat import do_remove_stale_chat_uploads
+
+    return do_remove_stale_chat_uploads()
+
+
+@shared_task(name="channels_inbox.tasks.sweep_chat_continuity")
+def sweep_chat_continuity() -> int:
+    """Email chat replies shown live but never read, once their visitor has left (beat)."""
+    from channels_inbox.adapters.chat import do_sweep_chat_continuity
+
+    return do_sweep_chat_continuity()

@@ -13,6 +13,8 @@ Server → client:
    "actor_id": …, "actor_name": …}
   {"type": "unsubscribed", "number": 1042}   the ticket went out of the user's sight
   {"type": "agent.event", "kind": …, "payload": {…}}   (publish_to_agent)
+  {"type": "chat.visitor", "number": …, "typing": bool, "url": …, "title": …}   a chat visitor
+   on a watched ticket types or moves to another page (from the widget's websocket)
   after hello only:
   {"type": "presence.self", "user_id": …, "presence": …, "choice": …, …timings}
   {"type": "viewer", "number": …, "viewer": "<token>", "user_id": …, "name": …,
@@ -74,6 +76,12 @@ def _non_negative_int(value: Any) -> int | None:
     if isinstance(value, int) and 0 <= value <= _MAX_INT:
         return value
     return None
+
+
+def _remember_chat_typing(ticket_id: int, user: Any, typing: bool) -> None:
+    from channels_inbox.chat.frames import agent_name, set_agent_typing
+
+    set_agent_typing(ticket_id, agent_name(user) if typing else None, ttl=TYPING_TTL)
 
 
 async def _recompute_after_grace(user_id: int) -> None:
@@ -305,6 +313,22 @@ class DeskConsumer(AsyncWebsocketConsumer):
         }
         await self.send(text_data=json.dumps(frame))
 
+    async def chat_visitor(self, message: dict[str, Any]) -> None:
+        """A chat visitor types, or moved to another page (channels_inbox/consumers.py): tell the
+        pages watching the ticket. Only url, title and typing travel; they are the visitor's own."""
+        ticket_id = message.get("ticket_id")
+        watched = self.tickets.get(ticket_id) if isinstance(ticket_id, int) else None
+        if watched is None:
+            return
+        frame = {
+            "type": "chat.visitor",
+            "number": watched["number"],
+            "typing": bool(message.get("typing")),
+            "url": str(message.get("url") or ""),
+            "title": str(message.get("title") or ""),
+        }
+        await self.send(text_data=json.dumps(frame))
+
     async def _typing(self, frame: dict[str, Any]) -> None:
         number = _non_negative_int(frame.get("number"))
         mode = frame.get("mode")
@@ -325,8 +349,12 @@ class DeskConsumer(AsyncWebsocketConsumer):
             return
         if typing is None and watched["typing"] is None:
             return
+        was_reply = watched["typing"] == "reply"
         watched["typing"], watched["typing_at"] = typing, now if typing else 0.0
         await self._announce(ticket_id)
+        if watched.get("chat") and (typing == "reply" or was_reply):
+            # A chat visitor on the HTTP fallback has no websocket to hear the marker: its poll reads it.
+            await database_sync_to_async(_remember_chat_typing)(ticket_id, self.scope["user"], typing == "reply")
 
     async def _leave_ticket(self, ticket_id: int) -> None:
         watched = self.tickets.get(ticket_id)
@@ -360,7 +388,16 @@ class DeskConsumer(AsyncWebsocketConsumer):
         # backlog and also queued live (the live copy is dropped as already sent). Reading
         # first would lose it.
         await self._join(ticket_group(ticket.pk))
-        self.tickets.setdefault(ticket.pk, {"number": number, "can_reply": can_reply, "typing": None, "typing_at": 0.0})
+        self.tickets.setdefault(
+            ticket.pk,
+            {
+                "number": number,
+                "can_reply": can_reply,
+                "typing": None,
+                "typing_at": 0.0,
+                "chat": ticket.channel == "chat",
+            },
+        )
         ticket, missed = await database_sync_to_async(self._backlog)(ticket, last_seq)
         await self.send(text_data=json.dumps({"type": "subscribed", "number": number, "seq": ticket.last_event_seq}))
         for event in missed:

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -152,15 +153,33 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DB_VENDOR = "postgresql" if DATABASES["default"]["ENGINE"].endswith("postgresql") else "sqlite"
 
 # --- channels (websockets) ----------------------------------------------------------------
-if REDIS_URL:
+# CHANNEL_LAYER picks the Redis layer: "pubsub" (default) or "core" (kept to compare them:
+# bench/chat_latency.py --layer core). Both need socket_timeout None (redis-py 8's 5 s timeout
+# races the core layer's 5 s blocking read and drops idle consumers) and a max_connections
+# above redis-py's 100 (bursts raise MaxConnectionsError); the core layer also needs a
+# capacity far above its default 100, which one server process's consumers share and which
+# silently dropped 399 of a burst of 500 (floors.md §5, §8 surprises 2–4). CHANNEL_LAYER_PREFIX
+# names the layer's keys and pub/sub channels: Redis pub/sub ignores the database number, so
+# two deployments (or test runs) on one Redis server need different prefixes.
+CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
+CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="asgi")
+if CHANNEL_LAYER not in ("pubsub", "core"):
+    raise ImproperlyConfigured(f"CHANNEL_LAYER must be pubsub or core, not {CHANNEL_LAYER!r}")
+_layer_hosts = [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 5000}]
+if REDIS_URL and CHANNEL_LAYER == "core":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": _layer_hosts, "capacity": 10000, "prefix": CHANNEL_LAYER_PREFIX},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # The pub/sub layer: ~2× the throughput of the core layer and no per-process
             # capacity key that silently drops bursts (floors.md §5, surprises 2–4).
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 5000}],
-            },
+            "CONFIG": {"hosts": _layer_hosts, "prefix": CHANNEL_LAYER_PREFIX},
         }
     }
 else:
@@ -261,6 +280,45 @@ CHAT_IP_REQUESTS_PER_MINUTE = env.int("CHAT_IP_REQUESTS_PER_MINUTE", default=600
 CHAT_AWAY_AFTER_SECONDS = env.int("CHAT_AWAY_AFTER_SECONDS", default=60)
 # How often the widget's HTTP fallback polls (when websockets are blocked).
 CHAT_POLL_SECONDS = env.float("CHAT_POLL_SECONDS", default=3.0)
+# How long the conversation link in a continuity email (a visitor who left) stays valid.
+CHAT_LINK_MAX_AGE_SECONDS = env.int("CHAT_LINK_MAX_AGE_SECONDS", default=30 * 24 * 3600)
+# How long the download URLs of chat attachments shown in the widget stay valid.
+CHAT_FILE_URL_MAX_AGE_SECONDS = env.int("CHAT_FILE_URL_MAX_AGE_SECONDS", default=24 * 3600)
+# Largest JSON body the widget's HTTP API reads (uploads are limited by CHAT_UPLOAD_MAX_BYTES).
+CHAT_JSON_MAX_BYTES = env.int("CHAT_JSON_MAX_BYTES", default=64 * 1024)
+# Transcripts a visitor may have emailed per hour.
+CHAT_TRANSCRIPTS_PER_HOUR = env.int("CHAT_TRANSCRIPTS_PER_HOUR", default=3)
+# Widget uploads never sent (after a day) and sent ones (after a week) are removed hourly.
+CELERY_BEAT_SCHEDULE["remove-stale-chat-uploads"] = {
+    "task": "channels_inbox.tasks.remove_stale_chat_uploads",
+    "schedule": 3600,
+}
+# How often Celery beat assigns waiting chats to agents who have become free or come online
+# (helpdesk/actions/chats.py; ending or transferring a chat and "Available" also do it at once).
+CHAT_ASSIGN_SWEEP_SECONDS = env.float("CHAT_ASSIGN_SWEEP_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE["assign-waiting-chats"] = {
+    "task": "helpdesk.tasks.assign_waiting_chats",
+    "schedule": CHAT_ASSIGN_SWEEP_SECONDS,
+}
+# Replies shown live but never read are emailed once their visitor has left: how often Celery
+# beat looks (channels_inbox/adapters/chat.py do_sweep_chat_continuity).
+CHAT_CONTINUITY_SWEEP_SECONDS = env.float("CHAT_CONTINUITY_SWEEP_SECONDS", default=20.0)
+CELERY_BEAT_SCHEDULE["sweep-chat-continuity"] = {
+    "task": "channels_inbox.tasks.sweep_chat_continuity",
+    "schedule": CHAT_CONTINUITY_SWEEP_SECONDS,
+}
+# Open widget websockets at most per visitor and per client address (close code 4429 beyond).
+CHAT_WS_PER_VISITOR = env.int("CHAT_WS_PER_VISITOR", default=10)
+CHAT_WS_PER_IP = env.int("CHAT_WS_PER_IP", default=50)
+# Per client address: new chat conversations per hour, visitor messages per minute, uploaded
+# bytes per hour, transcripts per hour (visitors cost nothing to make, so per-visitor limits
+# alone do not bound one address).
+CHAT_IP_CONVERSATIONS_PER_HOUR = env.int("CHAT_IP_CONVERSATIONS_PER_HOUR", default=30)
+CHAT_IP_MESSAGES_PER_MINUTE = env.int("CHAT_IP_MESSAGES_PER_MINUTE", default=120)
+CHAT_IP_UPLOAD_BYTES_PER_HOUR = env.int("CHAT_IP_UPLOAD_BYTES_PER_HOUR", default=200 * 1024 * 1024)
+CHAT_IP_TRANSCRIPTS_PER_HOUR = env.int("CHAT_IP_TRANSCRIPTS_PER_HOUR", default=10)
+# The demo host page /widget/v1/demo/ (embeds the first chat inbox): on in the embedded mode only.
+CHAT_DEMO_PAGE = env.bool("CHAT_DEMO_PAGE", default=EMBEDDED)
 
 # --- email ------------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

@@ -38,3 +38,28 @@ def sweep_notification_emails() -> int:
     from helpdesk.actions.notifications import do_requeue_unsent_emails
 
     return do_requeue_unsent_emails()
+
+
+@shared_task(name="helpdesk.tasks.route_chat")
+def route_chat(conversation_id: int) -> int | None:
+    """Give a new (or re-queued) chat to an available agent; the agent's id, or None (it waits).
+
+    Queued after commit by the chat widget's backend for every new conversation; a second run
+    does nothing (only waiting chats are routed)."""
+    from channels_inbox.models import ChatConversation
+    from helpdesk.actions.chats import do_route_chat
+
+    conversation = ChatConversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return None
+    agent = do_route_chat(conversation)
+    return agent.pk if agent is not None else None
+
+
+@shared_task(name="helpdesk.tasks.assign_waiting_chats")
+def assign_waiting_chats(inbox_id: int | None = None) -> int:
+    """Fill agents' free chat capacity from the queue, oldest chat first (also Celery beat's
+    sweep: agents who came online, a task that was lost)."""
+    from helpdesk.actions.chats import do_assign_waiting_chats
+
+    return do_assign_waiting_chats(inbox_id)

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from channels_inbox.adapters.base import DeliveryError, DeliveryStatusUpdate
+from channels_inbox.adapters.base import DeliveryDeferred, DeliveryError, DeliveryStatusUpdate
 from channels_inbox.models import OutboundDelivery
 from helpdesk.events import DeliveryChanged, append_event
 from helpdesk.models import DELIVERY_RANK, DeliveryStatus, Message, Ticket
@@ -30,7 +30,7 @@ _TIMESTAMP_FIELD = {
 
 
 def do_attempt_delivery(delivery_id: int) -> str:
-    """Try to send one queued delivery. Returns sent, retry, failed, not_due or done.
+    """Try to send one queued delivery. Returns sent, retry, failed, deferred, not_due or done.
 
     The delivery is first claimed (attempts + 1, a lease in next_attempt_at) and committed,
     then sent outside any transaction; if this worker dies while sending, the lease runs
@@ -53,6 +53,8 @@ def do_attempt_delivery(delivery_id: int) -> str:
     )
     try:
         result = delivery.inbox.adapter.send(delivery.inbox, delivery)
+    except DeliveryDeferred as exc:
+        return _record_deferral(delivery_id, exc.seconds)
     except DeliveryError as exc:
         return _record_failure(delivery_id, str(exc), retryable=exc.retryable)
     except Exception as exc:
@@ -86,6 +88,23 @@ def _record_failure(delivery_id: int, error: str, *, retryable: bool) -> str:
         delivery.save(update_fields=["last_error", "updated_at"])
         _move(delivery, DeliveryStatus.FAILED, error=error)
     return "failed"
+
+
+def _record_deferral(delivery_id: int, seconds: float) -> str:
+    """The adapter asked to try again later: due then, queued for then, the attempt given back
+    (a deferral never counts towards DELIVERY_MAX_ATTEMPTS)."""
+    from channels_inbox.tasks import deliver
+    from helpdesk.sideeffects import enqueue
+
+    with transaction.atomic():
+        delivery = OutboundDelivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.status != DeliveryStatus.QUEUED:
+            return "done"
+        delivery.attempts = max(delivery.attempts - 1, 0)
+        delivery.next_attempt_at = timezone.now() + timedelta(seconds=seconds)
+        delivery.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
+        enqueue(deliver, delivery_id, countdown=seconds)
+    return "deferred"
 
 
 def do_apply_delivery_status(inbox: Inbox, update: DeliveryStatusUpdate) -> bool:

@@ -23,4 +23,4 @@ def adapter_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from channels_inbox.adapters import api, email  # noqa: E402,F401  (registers the built-in adapters)
+from channels_inbox.adapters import api, chat, email  # noqa: E402,F401  (registers the built-in adapters)

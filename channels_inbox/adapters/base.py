@@ -44,6 +44,15 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
+class DeliveryDeferred(Exception):
+    """Not now: try this delivery again in `seconds` (e.g. a chat visitor who may be back in a
+    moment). Neither a failure nor an attempt: the attempt count is given back."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"deferred for {seconds:.0f} s")
+        self.seconds = max(float(seconds), 1.0)
+
+
 @dataclass(frozen=True)
 class IdentityRef:
     kind: str

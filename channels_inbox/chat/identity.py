@@ -4,15 +4,17 @@ The website's backend computes, with the inbox's identity secret,
 
     user_hash = hex(HMAC-SHA256(identity_secret, f"{user_id}:{issued_at}"))
 
-where `issued_at` is the Unix time (seconds) it computed it. We accept it only within
+where `issued_at` is the Unix time (seconds) it computed it (per page render). We accept it only within
 CHAT_IDENTITY_MAX_AGE_SECONDS of that time, so a hash that leaks stops working; this
-closes the replay hole of the bare HMAC(user_id) scheme (Chatwoot #5479).
+closes the replay hole of the bare HMAC(user_id) scheme (Chatwoot #5479). Nothing else of
+the call is signed: its `email` and `name` are contact details, never an identity.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from channels_inbox.models import Inbox
 
 MAX_USER_ID_LENGTH = 200
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class IdentityRefused(Exception):
@@ -45,7 +48,8 @@ def verify_identity(inbox: Inbox, *, user_id: Any, issued_at: Any, given_hash: A
         issued = int(issued_at)
     except ValueError as exc:
         raise IdentityRefused("issued_at must be a Unix time in seconds") from exc
-    if not isinstance(given_hash, str) or len(given_hash) != 64:
+    # Checked before compare_digest, which raises TypeError on non-ASCII text.
+    if not isinstance(given_hash, str) or not _HEX64.fullmatch(given_hash):
         raise IdentityRefused("user_hash must be 64 hex characters")
     now = time.time() if now is None else now
     if issued > now + settings.CHAT_IDENTITY_CLOCK_SKEW_SECONDS:

@@ -43,7 +43,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 from django.utils import timezone
-from django.utils.html import linebreaks, strip_tags
+from django.utils.html import escape, linebreaks, strip_tags
 from django.utils.module_loading import import_string
 
 from channels_inbox.adapters.base import DeliveryError, SendResult
@@ -198,13 +198,21 @@ def build_email(inbox: Inbox, delivery: OutboundDelivery, message_id: str) -> Em
         headers.update(AUTO_REPLY_HEADERS)
     text = message.text or strip_tags(message.html)
     html = message.html or linebreaks(text, autoescape=True)
+    continuity = not auto_ack and is_chat_continuity(delivery)
+    link = chat_link(ticket) if continuity else ""
+    if link:
+        # A chat continued by email: the visitor may go back to the conversation page. The link
+        # opens that conversation for whoever holds it, so it goes to the visitor alone.
+        text = f"{text}\n\nContinue the conversation: {link}"
+        html = f'{html}\n<p>Continue the conversation: <a href="{escape(link)}">{escape(link)}</a></p>'
     mail = EmailMultiAlternatives(
         subject=subject,
         body=text,
         from_email=mailbox(name, address),
         to=[delivery.recipient],
         # An acknowledgement answers its sender only; replies go to everyone on the ticket.
-        cc=[] if auto_ack else cc_addresses(inbox, ticket, exclude=[delivery.recipient]),
+        # A chat's continuity copy goes to the visitor only (it carries their conversation link).
+        cc=[] if auto_ack or continuity else cc_addresses(inbox, ticket, exclude=[delivery.recipient]),
         reply_to=[reply_address(inbox, ticket.number)],
         headers=headers,
     )
@@ -214,6 +222,27 @@ def build_email(inbox: Inbox, delivery: OutboundDelivery, message_id: str) -> Em
             content = handle.read()
         mail.attach(attachment.filename, content, attachment.content_type or "application/octet-stream")
     return mail
+
+
+def is_chat_continuity(delivery: OutboundDelivery) -> bool:
+    """Whether this mail is a live chat's continuity copy (actions/chat.py
+    do_queue_chat_continuity_email): the same message also has a delivery to a chat visitor."""
+    from channels_inbox.models import OutboundDelivery
+
+    return (
+        OutboundDelivery.objects.filter(message_id=delivery.message_id, inbox__kind="chat")
+        .exclude(pk=delivery.pk)
+        .exists()
+    )
+
+
+def chat_link(ticket: Ticket) -> str:
+    """The hosted conversation page of a ticket that has a live chat ('' for other tickets)."""
+    from channels_inbox.chat.frames import conversation_link
+    from channels_inbox.models import ChatConversation
+
+    conversation = ChatConversation.objects.filter(ticket_id=ticket.pk).select_related("inbox").first()
+    return conversation_link(conversation) if conversation is not None else ""
 
 
 def from_name(inbox: Inbox, message: Message) -> str:

@@ -18,7 +18,10 @@ class ChatVisitor(models.Model):
     inbox = models.ForeignKey("channels_inbox.Inbox", on_delete=models.CASCADE, related_name="chat_visitors")
     # Named by the browser's token; also the value of the visitor's chat_visitor identity.
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="chat_visitors")
+    # Set by the visitor's first message (a page view alone creates no customer) or a verified identify.
+    customer = models.ForeignKey(
+        "customers.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="chat_visitors"
+    )
     # The website origin the token was issued for (checked against the inbox's allowed origins).
     site_origin = models.CharField(max_length=255, blank=True)
     # Contact details the visitor gave (pre-chat form, unsigned identify): unverified.

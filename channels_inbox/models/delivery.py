@@ -39,6 +39,13 @@ class OutboundDelivery(models.Model):
                 condition=models.Q(status="queued"),
                 name="delivery_queued_due_idx",
             ),
+            # Live chat continuity: replies shown live but not read, of visitors who then left
+            # (channels_inbox/adapters/chat.py sweep), per chat inbox by sending time.
+            models.Index(
+                fields=["inbox", "sent_at"],
+                condition=models.Q(status="sent"),
+                name="delivery_sent_time_idx",
+            ),
             # Status callbacks find the delivery by the provider's id.
             models.Index(fields=["inbox", "provider_id"], name="delivery_provider_id_idx"),
         ]

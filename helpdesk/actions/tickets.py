@@ -1,4 +1,8 @@
-"""Edits of a ticket's status and assignee (priority, team and tags: actions/ticket_fields.py)."""
+"""Edits of a ticket's status and assignee (priority, team and tags: actions/ticket_fields.py).
+
+`actor` None is the system itself (live-chat routing, a visitor ending a chat): no permission
+check, and the event has no acting agent.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,17 @@ if TYPE_CHECKING:
     from helpdesk.models import User
 
 
-def do_change_status(ticket: Ticket, *, status: str, actor: User) -> Ticket:
+def _locked(ticket: Ticket, actor: User | None) -> Ticket:
+    """The ticket's row, locked; checked against the actor's permission unless the system acts."""
+    if actor is None:
+        return Ticket.objects.select_for_update().get(pk=ticket.pk)
+    return locked_for_edit(ticket, actor)
+
+
+def do_change_status(ticket: Ticket, *, status: str, actor: User | None) -> Ticket:
     status = TicketStatus(status)
     with transaction.atomic():
-        ticket = locked_for_edit(ticket, actor)
+        ticket = _locked(ticket, actor)
         old = ticket.status
         if old == status:
             return ticket
@@ -39,9 +50,9 @@ def do_change_status(ticket: Ticket, *, status: str, actor: User) -> Ticket:
     return ticket
 
 
-def do_assign_ticket(ticket: Ticket, *, assignee: User | None, actor: User) -> Ticket:
+def do_assign_ticket(ticket: Ticket, *, assignee: User | None, actor: User | None) -> Ticket:
     with transaction.atomic():
-        ticket = locked_for_edit(ticket, actor)
+        ticket = _locked(ticket, actor)
         old = ticket.assignee_id
         new = assignee.pk if assignee else None
         if old == new:

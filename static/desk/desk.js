@@ -346,6 +346,9 @@
         case "agent.event":
           document.dispatchEvent(new CustomEvent("desk:agent-event", { detail: msg }));
           break;
+        case "chat.visitor":
+          document.dispatchEvent(new CustomEvent("desk:chat-visitor", { detail: msg }));
+          break;
       }
     };
     ws.onclose = function () {
