@@ -10,13 +10,18 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
-from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
+from channels_inbox.models import ChatConversation, ChatStatus, ChatVisitor, InboundEvent, Inbox, OutboundDelivery
 from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
 from helpdesk.management.commands import seed_demo
-from helpdesk.management.commands.seed_demo import DEMO_EMAIL_INBOX_SLUG, DEMO_INBOX_SLUG, LOGINS
+from helpdesk.management.commands.seed_demo import (
+    DEMO_CHAT_INBOX_SLUG,
+    DEMO_EMAIL_INBOX_SLUG,
+    DEMO_INBOX_SLUG,
+    LOGINS,
+)
 from helpdesk.models import (
     AgentProfile,
     Attachment,
@@ -56,6 +61,8 @@ MODELS = (
     TicketCC,
     CannedResponse,
     Macro,
+    ChatVisitor,
+    ChatConversation,
 )
 
 
@@ -88,8 +95,11 @@ def test_second_run_creates_nothing_and_still_prints_the_logins() -> None:
     assert_prints_the_logins(second)
     assert Ticket.objects.filter(inbox__slug=DEMO_INBOX_SLUG).count() == 25
     assert Ticket.objects.filter(inbox__slug=DEMO_EMAIL_INBOX_SLUG).count() == 3
-    assert after_first["InboundEvent"] == 4
-    assert after_first["Customer"] == 12
+    assert Ticket.objects.filter(inbox__slug=DEMO_CHAT_INBOX_SLUG).count() == 2
+    # 4 mails and the chat visitors' 6 messages; 12 customers and the 2 chat visitors
+    assert after_first["InboundEvent"] == 4 + 6
+    assert after_first["Customer"] == 12 + 2
+    assert (after_first["ChatVisitor"], after_first["ChatConversation"]) == (2, 2)
     assert after_first["Team"] == 3
     assert (after_first["CannedResponse"], after_first["Macro"]) == (2, 2)
 
@@ -127,7 +137,8 @@ def test_customers_have_several_normalized_identities() -> None:
     seed()
     # then
     inbox = Inbox.objects.get(slug=DEMO_INBOX_SLUG)
-    customers = Customer.objects.prefetch_related("identities")
+    # (the chat visitors are customers of their own, with one chat_visitor identity)
+    customers = Customer.objects.filter(chat_visitors__isnull=True).prefetch_related("identities")
     assert customers.count() == 12
     for customer in customers:
         kinds = {i.kind: i.value for i in customer.identities.all()}
@@ -160,7 +171,11 @@ def test_tickets_are_spread_over_statuses_time_teams_and_languages() -> None:
     assert tickets.filter(assignee__isnull=False).exists()
     assert tickets.filter(assignee__isnull=True).exists()
     assert set(tickets.values_list("team__name", flat=True)) == {"Support", "Billing", "Tier 2"}
-    assert set(tickets.values_list("inbox__slug", flat=True)) == {DEMO_INBOX_SLUG, DEMO_EMAIL_INBOX_SLUG}
+    assert set(tickets.values_list("inbox__slug", flat=True)) == {
+        DEMO_INBOX_SLUG,
+        DEMO_EMAIL_INBOX_SLUG,
+        DEMO_CHAT_INBOX_SLUG,
+    }
     # notes, replies and attachments
     assert Message.objects.filter(direction=Direction.NOTE).count() >= 5
     assert Message.objects.filter(direction=Direction.OUTBOUND).count() >= 15
@@ -217,7 +232,7 @@ def test_a_failed_seed_leaves_no_half_demo(monkeypatch: Any) -> None:
     assert not Ticket.objects.exists()
     monkeypatch.undo()
     seed()
-    assert Ticket.objects.count() == 25 + 3
+    assert Ticket.objects.count() == 25 + 3 + 2
 
 
 def test_the_email_inbox_is_fed_through_the_inbound_pipeline() -> None:
@@ -235,7 +250,8 @@ def test_the_email_inbox_is_fed_through_the_inbound_pipeline() -> None:
     assert set(events.values_list("status", flat=True)) == {"processed"}
     assert all(bytes(e.payload).startswith(b"From: ") for e in events)
     tickets = Ticket.objects.filter(inbox=inbox).select_related("customer")
-    assert Customer.objects.count() == 12  # the mails come from the demo's own customers
+    # the mails come from the demo's own customers (the chat visitors are the others)
+    assert Customer.objects.filter(chat_visitors__isnull=True).count() == 12
     # the Czech thread: the reply (quoting the first mail) joined by In-Reply-To and reopened it
     czech = tickets.get(customer__identities__value="jana.novakova@example.cz")
     assert czech.subject == "Reklamace: rozbitý hrnek v zásilce"
@@ -272,3 +288,75 @@ def test_the_demo_macros_apply_to_a_demo_ticket() -> None:
     assert ticket.messages.filter(direction=Direction.NOTE, text="Escalated by Ada Agent: needs Tier 2.").exists()
     assert "escalated" in set(ticket.tags.values_list("name", flat=True))
     assert CannedResponse.objects.filter(title="Greeting").exists()
+
+
+@override_settings(CHAT_DEMO_PAGE=True)  # on by default only in the embedded mode
+def test_the_chat_inbox_has_the_widget_settings_and_finished_rated_chats() -> None:
+    # when
+    output = seed()
+    # then: a chat inbox embeddable on this server's own site, continued by the demo email inbox
+    inbox = Inbox.objects.get(slug=DEMO_CHAT_INBOX_SLUG)
+    assert (inbox.kind, inbox.name, inbox.is_active) == ("chat", "Website chat", True)
+    config = inbox.settings
+    assert config["greeting"]
+    assert (config["prechat_name"], config["prechat_email"]) == ("optional", "required")
+    assert config["office_hours"]["tz"] == "Europe/Prague"
+    assert config["office_hours"]["days"]["mon"] == [["08:00", "20:00"]]
+    assert [rule["key"] for rule in config["proactive"]] == ["demo-help"]
+    assert settings.SITE_URL in config["allowed_origins"].split()
+    assert config["continuity_email_inbox"] == DEMO_EMAIL_INBOX_SLUG
+    assert inbox.secret("identity_secret")
+    # two chats, through the widget's write path: visitor, pre-chat answers, agent, end, rating
+    conversations = ChatConversation.objects.filter(inbox=inbox).select_related("ticket__assignee", "visitor")
+    assert conversations.count() == 2
+    for conv in conversations:
+        assert conv.status == ChatStatus.ENDED
+        assert conv.rating in (4, 5)
+        assert conv.rating_comment
+        assert conv.prechat["email"] == conv.visitor.email
+        assert conv.ticket.channel == "chat"
+        assert conv.ticket.status == TicketStatus.SOLVED
+        assert conv.ticket.assignee is not None
+        directions = set(conv.ticket.messages.values_list("direction", flat=True))
+        assert directions == {Direction.INBOUND, Direction.OUTBOUND}
+        assert conv.ticket.events.filter(type="chat_rated").count() == 1
+        assert conv.ended_at is not None
+        assert conv.rated_at is not None
+        assert conv.rated_at < timezone.now() - timedelta(hours=1)
+    assert {c.visitor.name for c in conversations} == {"Tomáš Dvořák", ""}  # the name is optional
+    # and the output says where to try it, with the embed snippet
+    assert f"{settings.SITE_URL}/widget/v1/demo/" in output
+    assert f'data-inbox="{inbox.public_token}"' in output
+    # and the demo page embeds it
+    page = Client().get("/widget/v1/demo/")
+    assert page.status_code == 200, page.content
+    assert f'data-inbox="{inbox.public_token}"' in page.content.decode()
+    assert f'src="{settings.SITE_URL}/widget/v1/loader.js"' in page.content.decode()
+
+
+def test_the_chat_inbox_is_seeded_on_its_own_on_an_install_seeded_before_it(monkeypatch: Any) -> None:
+    # given: a demo seeded by a version without live chat
+    monkeypatch.setattr(seed_demo.Command, "_seed_chat", lambda self, users: 0)
+    seed()
+    assert not Inbox.objects.filter(kind="chat").exists()
+    tickets = Ticket.objects.count()
+    monkeypatch.undo()
+    # when
+    output = seed()
+    # then: only the chat inbox and its chats are new
+    assert Inbox.objects.filter(slug=DEMO_CHAT_INBOX_SLUG).exists()
+    assert Ticket.objects.count() == tickets + 2
+    assert "Demo chat: inbox 'Website chat' with 2 chats." in output
+    # and a third run creates nothing more
+    counts = row_counts()
+    seed()
+    assert row_counts() == counts
+
+
+@override_settings(CHAT_DEMO_PAGE=True)  # on by default only in the embedded mode
+def test_the_demo_page_without_a_chat_inbox_says_how_to_make_one() -> None:
+    # when
+    page = Client().get("/widget/v1/demo/")
+    # then
+    assert page.status_code == 404
+    assert "inbox create --kind chat" in page.content.decode()

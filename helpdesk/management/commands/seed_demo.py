@@ -38,6 +38,7 @@ agent writes in the running demo fails delivery at once with a visible
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,7 +58,7 @@ from channels_inbox.actions.process import do_process_inbound_event
 from channels_inbox.actions.receive_email import do_receive_email
 from channels_inbox.adapters.api import external_identity
 from channels_inbox.adapters.base import IdentityRef, InboundAttachment, InboundMessage, InboundSender
-from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
+from channels_inbox.models import ChatConversation, ChatVisitor, InboundEvent, Inbox, OutboundDelivery
 from customers.actions.resolve import do_resolve_customer
 from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
 from customers.normalize import normalize_email, normalize_phone
@@ -88,6 +89,9 @@ DEMO_ORGANIZATION_DOMAIN = "acme.example"
 DEMO_EMAIL_INBOX_SLUG = "demo-support-email"
 DEMO_EMAIL_INBOX_NAME = "Support email"
 DEMO_EMAIL_ADDRESS = "support@example.com"
+DEMO_CHAT_INBOX_SLUG = "demo-website-chat"
+DEMO_CHAT_INBOX_NAME = "Website chat"
+DEMO_CHAT_PATH = "/widget/v1/demo/"
 
 
 # --- staff ----------------------------------------------------------------------------------
@@ -740,6 +744,102 @@ DEMO_MAILS = (
 
 
 # Every timestamp the actions stamp with "now", per model; moved to demo time by _backdate.
+# --- live chat ------------------------------------------------------------------------------
+
+
+def _chat_settings() -> dict[str, Any]:
+    """The demo chat inbox: embeddable on this server's own site (the demo page) under both the
+    names a browser may use for it, continued by email through the demo email inbox."""
+    from channels_inbox.chat.origins import normalize_origin
+
+    own = normalize_origin(settings.SITE_URL)
+    origins = [own, own.replace("://127.0.0.1", "://localhost"), own.replace("://localhost", "://127.0.0.1")]
+    return {
+        "allowed_origins": " ".join(dict.fromkeys(origins)),
+        "color": "#0f766e",
+        "greeting": "Hi! Ask us anything about your order — we usually answer within a minute.",
+        "offline_message": "We are out of the office right now. Leave a message and your email: we answer by mail.",
+        "office_hours": {
+            "tz": "Europe/Prague",
+            "days": {day: [["08:00", "20:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
+            | {"sat": [["09:00", "13:00"]]},
+        },
+        "prechat_name": "optional",
+        "prechat_email": "required",
+        "prechat_message": "Tell us where to reach you if you have to leave before we answer.",
+        "proactive": [
+            {
+                "key": "demo-help",
+                "url_contains": DEMO_CHAT_PATH,
+                "after_seconds": 15,
+                "message": "Looking around? Ask us anything here.",
+            }
+        ],
+        "csat": True,
+        "continuity_email_inbox": DEMO_EMAIL_INBOX_SLUG,
+    }
+
+
+@dataclass(frozen=True)
+class DemoChat:
+    """A finished chat of the demo: a visitor with pre-chat answers, an agent, a rating."""
+
+    key: str
+    days_ago: float
+    agent: str
+    prechat: dict[str, str]
+    locale: str
+    url_path: str
+    title: str
+    # (minutes after the start, "visitor" | "agent", text)
+    lines: tuple[tuple[float, str, str], ...]
+    ended_by: str
+    rating: int
+    comment: str
+
+
+DEMO_CHATS = (
+    DemoChat(
+        key="tomas",
+        days_ago=2.3,
+        agent="petr",
+        prechat={"name": "Tomáš Dvořák", "email": "tomas.dvorak@example.cz"},
+        locale="cs",
+        url_path="/objednavky/1207",
+        title="Objednávka 1207",
+        lines=(
+            (0, "visitor", "Dobrý den, dá se ještě změnit adresa doručení u objednávky 1207?"),
+            (1, "agent", "Dobrý den, ano — zásilka ještě neodešla. Napište mi prosím novou adresu."),
+            (2.5, "visitor", "Na Příkopě 12, 110 00 Praha 1."),
+            (4, "agent", "Hotovo, adresa je změněná. Balík dorazí ve čtvrtek."),
+            (4.5, "visitor", "Děkuji, to je rychlé!"),
+        ),
+        ended_by="agent",
+        rating=5,
+        comment="Rychlé a ochotné, díky.",
+    ),
+    DemoChat(
+        key="emily",
+        days_ago=0.2,
+        agent="ada",
+        prechat={"email": "emily.clark@example.com"},
+        locale="en",
+        url_path="/pricing",
+        title="Pricing",
+        lines=(
+            (0, "visitor", "Hi, do you offer a discount for non-profits?"),
+            (0.7, "agent", "Hi! Yes: registered non-profits get 30% off every plan. Shall I send the form?"),
+            (2, "visitor", "Yes please, to this address."),
+            (3, "agent", "Sent — it takes two minutes to fill in. Anything else?"),
+            (3.5, "visitor", "No, that's all. Thanks!"),
+        ),
+        ended_by="visitor",
+        rating=4,
+        comment="Helpful, but I had to wait a bit at first.",
+    ),
+)
+
+
 _TIMESTAMPS: dict[type[Model], tuple[str, ...]] = {
     Ticket: (
         "created_at",
@@ -761,6 +861,8 @@ _TIMESTAMPS: dict[type[Model], tuple[str, ...]] = {
     Inbox: ("created_at",),
     Organization: ("created_at",),
     InboundEvent: ("received_at", "processed_at", "next_attempt_at"),
+    ChatVisitor: ("created_at", "last_seen_at", "verified_at"),
+    ChatConversation: ("created_at", "queued_at", "assigned_at", "ended_at", "rated_at"),
 }
 
 
@@ -790,6 +892,7 @@ class Command(BaseCommand):
             if not Inbox.objects.filter(slug=DEMO_INBOX_SLUG).exists():
                 counts = self._seed(users)
             mails = self._seed_email(users)
+            chats = self._seed_chat(users)
             shortcuts = self._seed_shortcuts(users)
         if shortcuts:
             self.stdout.write(self.style.SUCCESS(f"Demo canned responses and macros: {shortcuts} created."))
@@ -802,7 +905,9 @@ class Command(BaseCommand):
             )
         if mails:
             self.stdout.write(self.style.SUCCESS(f"Demo email: {mails} mails received on {DEMO_EMAIL_ADDRESS}."))
-        if not counts and not mails:
+        if chats:
+            self.stdout.write(self.style.SUCCESS(f"Demo chat: inbox {DEMO_CHAT_INBOX_NAME!r} with {chats} chats."))
+        if not counts and not mails and not chats:
             self.stdout.write(f"Demo data already present (inbox {DEMO_INBOX_SLUG!r}); nothing new created.")
         self._print_logins()
 
@@ -947,6 +1052,70 @@ class Command(BaseCommand):
                 _backdate(since, when + timedelta(hours=step.hours))
         return new
 
+    def _seed_chat(self, users: dict[str, User]) -> int:
+        """The demo chat inbox and its finished chats, through the widget's own write path
+        (`do_start_chat_session`, `do_receive_chat_message`, the spine inline); returns how many
+        chats were created (0 on a rerun, or when the inbox exists already)."""
+        from channels_inbox.actions.chat import do_rate_chat, do_receive_chat_message, do_start_chat_session
+        from channels_inbox.chat.origins import own_origin
+        from helpdesk.actions.chats import do_end_chat, do_transfer_chat
+
+        if Inbox.objects.filter(slug=DEMO_CHAT_INBOX_SLUG).exists():
+            return 0
+        now = timezone.now()
+        teams = {t.name: t for t in Team.objects.filter(name__in=TEAMS)}
+        inbox, _secrets = do_create_inbox(
+            kind="chat",
+            name=DEMO_CHAT_INBOX_NAME,
+            slug=DEMO_CHAT_INBOX_SLUG,
+            values=_chat_settings(),
+            team=teams["Support"],
+        )
+        _backdate(now, now - timedelta(days=31))
+        for demo in sorted(DEMO_CHATS, key=lambda d: -d.days_ago):
+            start = now - timedelta(days=demo.days_ago)
+            since = timezone.now()
+            visitor = do_start_chat_session(
+                inbox,
+                visitor=None,
+                site=own_origin(),
+                url=settings.SITE_URL + demo.url_path,
+                title=demo.title,
+                locale=demo.locale,
+                user_agent="Mozilla/5.0 (demo)",
+            )
+            _backdate(since, start)
+            conversation: ChatConversation | None = None
+            agent = users[demo.agent]
+            for n, (minutes, who, text) in enumerate(demo.lines):
+                when = start + timedelta(minutes=minutes)
+                since = timezone.now()
+                if who == "visitor":
+                    receipt = do_receive_chat_message(
+                        visitor,
+                        conversation=conversation.public_id.hex if conversation else None,
+                        client_msg_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"switchboard-demo-chat:{demo.key}:{n}")),
+                        text=text,
+                        prechat=demo.prechat if conversation is None else None,
+                    )
+                    assert receipt.conversation is not None, "a demo chat message always opens a chat"
+                    if conversation is None:
+                        # The agent takes the chat (as routing does for an available agent).
+                        do_transfer_chat(receipt.conversation, actor=agent, to_agent=agent)
+                    conversation = receipt.conversation
+                else:
+                    assert conversation is not None, "a demo chat starts with the visitor"
+                    ticket = Ticket.objects.select_related("customer", "inbox").get(pk=conversation.ticket_id)
+                    self._agent_step(ticket, Step(0, "reply", agent=demo.agent, text=text), users, teams, when)
+                _backdate(since, when)
+            assert conversation is not None
+            when = start + timedelta(minutes=demo.lines[-1][0] + 1)
+            since = timezone.now()
+            do_end_chat(conversation, actor=agent if demo.ended_by == "agent" else None, by=demo.ended_by)
+            do_rate_chat(conversation, rating=demo.rating, comment=demo.comment)
+            _backdate(since, when)
+        return len(DEMO_CHATS)
+
     def _agent_step(
         self, ticket: Ticket, step: Step, users: dict[str, User], teams: dict[str, Team], when: datetime
     ) -> None:
@@ -985,6 +1154,16 @@ class Command(BaseCommand):
             f"  Demo email inbox: {DEMO_EMAIL_INBOX_NAME} <{DEMO_EMAIL_ADDRESS}>; its replies go out through EMAIL_URL"
             " (the console by default).",
             f"  Pipe more mail in with: manage.py ingest_email --inbox {DEMO_EMAIL_INBOX_SLUG} - < message.eml",
-            "",
         ]
+        chat = Inbox.objects.filter(slug=DEMO_CHAT_INBOX_SLUG).first()
+        if chat is not None:
+            from channels_inbox.views.widget_demo import embed_snippet
+
+            lines += [
+                f"  Live chat: try the widget on {settings.SITE_URL}{DEMO_CHAT_PATH} and answer it on the desk"
+                ' (switch on "available for chat" in the top bar).',
+                f"  Demo chat inbox: {DEMO_CHAT_INBOX_NAME}; embed it on a website (its origin in allowed_origins):",
+                f"    {embed_snippet(chat)}",
+            ]
+        lines.append("")
         self.stdout.write("\n".join(lines))
