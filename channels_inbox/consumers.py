@@ -48,6 +48,7 @@ from channels_inbox.chat import presence
 from channels_inbox.chat.origins import is_allowed
 from channels_inbox.chat.tokens import BadToken
 from helpdesk.realtime import ticket_group
+from helpdesk.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from channels_inbox.actions.chat import VisitorAuth
@@ -281,8 +282,7 @@ class VisitorConsumer(AsyncWebsocketConsumer):
     groups_joined: set[str]
     url: str
     title: str
-    tokens: float
-    tokens_at: float
+    bucket: TokenBucket
     rate_error_at: float
     touched_at: float
     auth_timer: asyncio.Task[None] | None
@@ -321,7 +321,7 @@ class VisitorConsumer(AsyncWebsocketConsumer):
         self.heard = OrderedDict()
         self.groups_joined = set()
         self.url = self.title = ""
-        self.tokens, self.tokens_at, self.rate_error_at = float(RATE_BURST), time.monotonic(), 0.0
+        self.bucket, self.rate_error_at = TokenBucket(RATE_BURST, RATE_PER_SECOND), 0.0
         self.touched_at = 0.0
         await self.accept()
         self.auth_timer = asyncio.ensure_future(self._auth_deadline())
@@ -353,7 +353,7 @@ class VisitorConsumer(AsyncWebsocketConsumer):
     # --- frames from the widget -----------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self._take_token():
+        if not self.bucket.take():
             now = time.monotonic()
             if now - self.rate_error_at >= 1:
                 self.rate_error_at = now
@@ -402,15 +402,6 @@ class VisitorConsumer(AsyncWebsocketConsumer):
             await self._error("already authenticated")
         else:
             await self._error(f"unknown action {action[:40]!r}")
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(float(RATE_BURST), self.tokens + (now - self.tokens_at) * RATE_PER_SECOND)
-        self.tokens_at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
     async def _auth(self, frame: dict[str, Any]) -> None:
         auth = await database_sync_to_async(_authenticate)(self.inbox, frame.get("token"))

@@ -44,6 +44,7 @@ from helpdesk.models import Role, Ticket, TicketEvent
 from helpdesk.permissions import role_of, team_ids_of, ticket_policy
 from helpdesk.realtime import ALL_TICKETS_GROUP, agent_group, ticket_group
 from helpdesk.selectors import events_after
+from helpdesk.throttle import TokenBucket
 
 MAX_FRAME = 4096
 # Ticket numbers and sequence numbers are stored as 64-bit integers.
@@ -113,8 +114,7 @@ class DeskConsumer(AsyncWebsocketConsumer):
     # one twice (channels_redis #299), and a page must see each once.
     announced: int
     heard: OrderedDict[tuple[str, int], None]
-    tokens: float
-    tokens_at: float
+    bucket: TokenBucket
     rate_error_at: float
 
     async def connect(self) -> None:
@@ -138,7 +138,7 @@ class DeskConsumer(AsyncWebsocketConsumer):
         self.tickets = {}
         self.announced = 0
         self.heard = OrderedDict()
-        self.tokens, self.tokens_at, self.rate_error_at = float(RATE_BURST), time.monotonic(), 0.0
+        self.bucket, self.rate_error_at = TokenBucket(RATE_BURST, RATE_PER_SECOND), 0.0
         await self.accept()
         await self._join(agent_group(self.user_id))
         await self._touch()
@@ -156,7 +156,7 @@ class DeskConsumer(AsyncWebsocketConsumer):
         task.add_done_callback(_pending.discard)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self._take_token():
+        if not self.bucket.take():
             now = time.monotonic()
             if now - self.rate_error_at >= 1:
                 self.rate_error_at = now
@@ -185,15 +185,6 @@ class DeskConsumer(AsyncWebsocketConsumer):
             await self._typing(frame)
         else:
             await self._error(f"unknown action {action[:40]!r}")
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(float(RATE_BURST), self.tokens + (now - self.tokens_at) * RATE_PER_SECOND)
-        self.tokens_at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
     # --- presence -------------------------------------------------------------------------
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.core.cache import cache
 
 from helpdesk.models import AgentProfile, Presence
+from helpdesk.throttle import cache_lock
 
 logger = logging.getLogger(__name__)
 
@@ -62,30 +61,9 @@ def _choice_key(user_id: int) -> str:
     return f"presence:choice:{user_id}"
 
 
-@contextmanager
-def _locked(user_id: int) -> Iterator[None]:
-    """Serialize read-modify-writes of one agent's record across processes (cache.add is atomic).
-
-    Waits at most _LOCK_WAIT_SECONDS; past that the update goes ahead unlocked (a lost update
-    heals on the next heartbeat) rather than stalling the socket.
-    """
-    key = f"presence:lock:{user_id}"
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    held = False
-    while True:
-        if cache.add(key, token, timeout=_LOCK_SECONDS):
-            held = True
-            break
-        if time.monotonic() > deadline:
-            logger.warning("presence lock of agent %s not acquired; updating unlocked", user_id)
-            break
-        time.sleep(0.005)
-    try:
-        yield
-    finally:
-        if held and cache.get(key) == token:
-            cache.delete(key)
+def _locked(user_id: int) -> AbstractContextManager[bool]:
+    """Serialize read-modify-writes of one record across processes (helpdesk/throttle.py)."""
+    return cache_lock(f"presence:lock:{user_id}", hold_seconds=_LOCK_SECONDS, wait_seconds=_LOCK_WAIT_SECONDS)
 
 
 def _load(user_id: int) -> dict[str, Any]:

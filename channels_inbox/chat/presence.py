@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+
+from helpdesk.throttle import cache_lock
 
 logger = logging.getLogger(__name__)
 
@@ -57,28 +58,9 @@ def _seen_key(visitor: str) -> str:
     return f"chatpresence:seen:{visitor}"
 
 
-@contextmanager
-def _locked(visitor: str) -> Iterator[None]:
-    """Serialize read-modify-writes of one visitor's record across processes (cache.add is
-    atomic). Past _LOCK_WAIT_SECONDS the update goes ahead unlocked: a lost update heals on the
-    next ping, and a socket never stalls on it."""
-    key = f"chatpresence:lock:{visitor}"
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
-    held = False
-    while True:
-        if cache.add(key, token, timeout=_LOCK_SECONDS):
-            held = True
-            break
-        if time.monotonic() > deadline:
-            logger.warning("chat presence lock of visitor %s not acquired; updating unlocked", visitor)
-            break
-        time.sleep(0.005)
-    try:
-        yield
-    finally:
-        if held and cache.get(key) == token:
-            cache.delete(key)
+def _locked(visitor: str) -> AbstractContextManager[bool]:
+    """Serialize read-modify-writes of one record across processes (helpdesk/throttle.py)."""
+    return cache_lock(f"chatpresence:lock:{visitor}", hold_seconds=_LOCK_SECONDS, wait_seconds=_LOCK_WAIT_SECONDS)
 
 
 def _load(visitor: str) -> dict[str, float]:

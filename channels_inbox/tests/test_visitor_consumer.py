@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -27,6 +26,7 @@ from channels_inbox.models import ChatConversation, ChatVisitor, Inbox
 from helpdesk.actions.replies import do_add_note, do_reply
 from helpdesk.asgi import application
 from helpdesk.models import Ticket, User
+from helpdesk.tests.test_consumers import WebsocketCommunicator as DeskCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +37,8 @@ TIMEOUT = 3
 QUIET = 0.3
 
 
-class WebsocketCommunicator(ApplicationCommunicator):
-    """A websocket client for an ASGI app (channels.testing's imports daphne, not a dependency)."""
+class WebsocketCommunicator(DeskCommunicator):
+    """The desk tests' websocket client, from a client address of the test's own."""
 
     def __init__(
         self,
@@ -48,46 +48,10 @@ class WebsocketCommunicator(ApplicationCommunicator):
         headers: list[tuple[bytes, bytes]] | None = None,
         client: str | None = None,
     ) -> None:
-        scope = {
-            "type": "websocket",
-            "path": path,
-            "query_string": query.encode(),
-            "headers": headers or [],
-            "subprotocols": [],
-            "client": (client or CLIENT["ip"], 50000),
-        }
-        super().__init__(app, scope)
-
-    async def connect(self, timeout: float = 1) -> tuple[bool, Any]:
-        await self.send_input({"type": "websocket.connect"})
-        response = await self.receive_output(timeout)
-        if response["type"] == "websocket.close":
-            return False, response.get("code", 1000)
-        assert response["type"] == "websocket.accept", response
-        return True, None
-
-    async def send_to(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is not None:
-            await self.send_input({"type": "websocket.receive", "text": text_data})
-        else:
-            await self.send_input({"type": "websocket.receive", "bytes": bytes_data})
-
-    async def send_json_to(self, data: Any) -> None:
-        await self.send_to(text_data=json.dumps(data))
-
-    async def receive_json_from(self, timeout: float = 1) -> Any:
-        response = await self.receive_output(timeout)
-        assert response["type"] == "websocket.send", response
-        return json.loads(response["text"])
+        super().__init__(app, path, headers, query=query, client=client or CLIENT["ip"])
 
     async def closed_with(self, timeout: float = TIMEOUT) -> int:
-        response = await self.receive_output(timeout)
-        assert response["type"] == "websocket.close", response
-        return int(response.get("code", 1000))
-
-    async def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
-        await self.send_input({"type": "websocket.disconnect", "code": code})
-        await self.wait(timeout)
+        return await super().closed_with(timeout)
 
 
 @pytest.fixture(autouse=True)

@@ -40,8 +40,24 @@ class WebsocketCommunicator(ApplicationCommunicator):
     server test case, and daphne is not a dependency (uvicorn serves websockets).
     """
 
-    def __init__(self, app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        scope = {"type": "websocket", "path": path, "query_string": b"", "headers": headers or [], "subprotocols": []}
+    def __init__(
+        self,
+        app: Any,
+        path: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        query: str = "",
+        client: str | None = None,
+    ) -> None:
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "path": path,
+            "query_string": query.encode(),
+            "headers": headers or [],
+            "subprotocols": [],
+        }
+        if client is not None:
+            scope["client"] = (client, 50000)
         super().__init__(app, scope)
 
     async def connect(self, timeout: float = 1) -> tuple[bool, Any]:
@@ -65,6 +81,11 @@ class WebsocketCommunicator(ApplicationCommunicator):
         response = await self.receive_output(timeout)
         assert response["type"] == "websocket.send", response
         return json.loads(response["text"])
+
+    async def closed_with(self, timeout: float = 1) -> int:
+        response = await self.receive_output(timeout)
+        assert response["type"] == "websocket.close", response
+        return int(response.get("code", 1000))
 
     async def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
         await self.send_input({"type": "websocket.disconnect", "code": code})
