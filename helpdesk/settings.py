@@ -194,6 +194,9 @@ else:
 # --- celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_TASK_IGNORE_RESULT = True
+# The queue tasks go to and workers take them from: deployments (or test runs) sharing one Redis
+# database must use different names, or each one's workers run the other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_RESULT_BACKEND = None
 # A task is acknowledged after it ran, and re-queued if its worker died: with idempotent
 # tasks this turns a crash into a retry instead of a lost message.

@@ -32,7 +32,7 @@ from websockets.typing import Origin
 
 from channels_inbox.chat.tokens import visitor_token
 from helpdesk.celery import app as celery_app
-from tests.test_run_modes import ROOT, free_port, wait_until
+from tests.test_run_modes import ROOT, free_port, private_celery_queue, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -114,10 +114,10 @@ def two_servers(shared_layer: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     )
     # The worker takes the tasks queued by the servers and by this process (the reply's delivery).
     celery_app.conf.task_always_eager = False
-    celery_app.control.purge()
     ports = [free_port(), free_port()]
     worker_args = [sys.executable, "-m", "celery", "-A", "helpdesk", "worker", "--pool", "threads", "-c", "2"]
     with (
+        private_celery_queue(env),
         process("asgi1", asgi_server(ports[0]), env, tmp_path) as one,
         process("asgi2", asgi_server(ports[1]), env, tmp_path) as two,
         process("worker", [*worker_args, "--loglevel", "WARNING"], env, tmp_path),

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,21 @@ def serving(env: dict[str, str], *, stdout: Any = subprocess.DEVNULL) -> Iterato
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+@contextmanager
+def private_celery_queue(env: dict[str, str]) -> Iterator[str]:
+    """A Celery queue of this test's own, for the test process (tasks it queues) and for the
+    worker processes started with `env`: a worker of a test running beside this one (on the
+    same Redis) never takes these tasks, nor this test's worker theirs."""
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    env["CELERY_TASK_DEFAULT_QUEUE"] = queue
+    before = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    try:
+        yield queue
+    finally:
+        celery_app.conf.task_default_queue = before
 
 
 def signed_post(base: str, inbox: dict[str, Any], payload: dict[str, Any]) -> httpx.Response:
@@ -193,40 +209,40 @@ def test_celery_worker_on_redis_processes_and_delivers(client: Any, api_inbox: A
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env["SWITCHBOARD_DATA_DIR"] = str(tmp_path)
     celery_app.conf.task_always_eager = False
-    celery_app.control.purge()
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "helpdesk",
-            "worker",
-            "--pool",
-            "threads",
-            "-c",
-            "2",
-            "--loglevel",
-            "WARNING",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        # when: a message arrives; its processing is queued on Redis
-        assert post_signed(client, api_inbox, api_payload()).status_code == 200
-        event = InboundEvent.objects.get()
-        # then: the worker processes it
-        wait_until(
-            lambda: InboundEvent.objects.get(pk=event.pk).status == InboundEventStatus.PROCESSED, 30, "the worker"
+    with private_celery_queue(env):
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "helpdesk",
+                "worker",
+                "--pool",
+                "threads",
+                "-c",
+                "2",
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        assert Message.objects.filter(direction="inbound").count() == 1
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
         try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+            # when: a message arrives; its processing is queued on Redis
+            assert post_signed(client, api_inbox, api_payload()).status_code == 200
+            event = InboundEvent.objects.get()
+            # then: the worker processes it
+            wait_until(
+                lambda: InboundEvent.objects.get(pk=event.pk).status == InboundEventStatus.PROCESSED, 30, "the worker"
+            )
+            assert Message.objects.filter(direction="inbound").count() == 1
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
