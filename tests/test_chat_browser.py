@@ -42,6 +42,7 @@ import websockets
 
 from channels_inbox.chat.identity import user_hash
 from tests.test_desk_keyboard import browser_test
+from tests.test_email_browser import Collector as MailCollector
 from tests.test_run_modes import ROOT, embedded_env, free_port, manage, serving, wait_until
 
 # Every wait of a page is bounded; the whole module stays within a few minutes.
@@ -106,17 +107,8 @@ class HostSite:
         self.server.server_close()
 
 
-class Collector:
-    """An aiosmtpd handler that keeps every message it is given."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
-        return "250 OK"
+class Collector(MailCollector):
+    """The email browser test's aiosmtpd collector, which also finds the mail to one address."""
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:
@@ -461,6 +453,11 @@ class Visitor:
         return self.root("conversation")
 
     def close(self) -> None:
+        # A tab closing sends its websockets' close frames ("going away"); Playwright does not
+        # close the server side of a routed socket with the context, so the test does.
+        for _page_side, server_side in self.network.routes:
+            server_side.close(code=1001, reason="page closed")
+        self.network.routes.clear()
         self.context.close()
 
 
