@@ -5,7 +5,8 @@
 It starts the demo exactly as `make run` does, in a temporary data directory (`manage.py
 migrate`, `seed_demo`, `serve` on a free port), signs in as the demo agent in Debian's Chromium
 and captures: the ticket list with a row selected by the keyboard, a ticket page, the
-keyboard shortcuts dialog, rows selected for bulk actions, a macro's preview, and — with the
+keyboard shortcuts dialog, rows selected for bulk actions, a macro's preview, a live chat (the
+widget on the demo page and the chat's ticket page), and — with the
 demo admin in a second browser context — the ticket page showing the admin viewing and typing
 and the new-message warning over a draft, and the agent's notifications after a @mention.
 Static files are served from the source folders, so nothing is collected into the checkout.
@@ -14,6 +15,7 @@ Static files are served from the source folders, so nothing is collected into th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -153,6 +155,30 @@ def capture(base: str) -> list[Path]:
             page.click("#macro-preview-button")
             page.locator("#macro-preview").wait_for(state="visible")
             shot(page, "macro-preview.png")
+
+            # Live chat: a visitor on the demo page fills the pre-chat form and writes; the agent
+            # answers from the chat's ticket page (its chat panel beside the timeline).
+            visitor = browser.new_context(viewport={"width": 1000, "height": 760}).new_page()
+            visitor.goto(f"{base}/widget/v1/demo/")
+            visitor.wait_for_function("document.getElementById('switchboard-widget')?.dataset.ready === '1'")
+            visitor.evaluate("Switchboard.open()")
+            frame = visitor.frame(url=re.compile(r"/widget/v1/[^/]+/frame"))
+            assert frame is not None, "the widget's frame"
+            frame.fill("#sb-prechat-name", "Marta Svobodová")
+            frame.fill("#sb-prechat-email", "marta@example.org")
+            frame.click("#sb-prechat-submit")
+            frame.fill("#sb-input", "Hi! My parcel shows as delivered, but it is not here. Order 1042.")
+            frame.press("#sb-input", "Enter")
+            frame.wait_for_selector('[data-testid=sb-message][data-direction=visitor]:not([data-message-id=""])')
+            page.goto(f"{base}/desk/search/?q=parcel+shows+as+delivered")
+            page.locator("a[href*='/desk/tickets/']").first.click()
+            page.locator("#chat-panel").wait_for()
+            page.fill("#composer-text", "Hi Marta, sorry about that! I am checking with the courier now.")
+            page.click("#composer button[type=submit]")
+            frame.wait_for_selector("[data-testid=sb-message][data-direction=agent]")
+            page.locator("#timeline").get_by_text("checking with the courier").wait_for()
+            shot(visitor, "chat-widget.png")
+            shot(page, "chat-ticket.png")
         finally:
             browser.close()
     return shots
@@ -163,10 +189,11 @@ def main() -> None:
         raise SystemExit("static/vendor/htmx.min.js is missing: run `make install` first")
     with tempfile.TemporaryDirectory(prefix="switchboard-shots-") as data:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update(SWITCHBOARD_DATA_DIR=data, WHITENOISE_USE_FINDERS="1")
+        port = free_port()
+        # The widget's URLs are absolute (SITE_URL), and the demo chat inbox allows SITE_URL's origin.
+        env.update(SWITCHBOARD_DATA_DIR=data, WHITENOISE_USE_FINDERS="1", SITE_URL=f"http://127.0.0.1:{port}")
         manage(env, "migrate", "--noinput")
         manage(env, "seed_demo")
-        port = free_port()
         server = subprocess.Popen(  # noqa: S603 - our own manage.py with fixed arguments
             [sys.executable, "manage.py", "serve", "--port", str(port)],
             cwd=ROOT,

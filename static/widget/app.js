@@ -974,6 +974,7 @@
     } else insert(el, old);
     if (m.direction === "agent") {
       agentIds.push(+m.id);
+      show(queueEl, false);
       if (!m.author && conv && conv.agent) el.firstChild.textContent = conv.agent;
       showTyping(false);
       var attention = !isOpen || D.visibilityState !== "visible";
@@ -1033,7 +1034,8 @@
 
   /* ---------- queue, typing ---------- */
   function showQueue(q) {
-    if (!q || q.position == null || !conv || conv.status !== "waiting") { show(queueEl, false); return; }
+    // Once an agent has answered, the visitor is being helped: no place in the queue to show.
+    if (!q || q.position == null || !conv || conv.status !== "waiting" || agentIds.length) { show(queueEl, false); return; }
     var n = +q.position;
     var s = q.estimate_seconds;
     if (s == null) tr(queueEl, "queueNoEta", {n: n});
