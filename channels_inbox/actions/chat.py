@@ -620,20 +620,11 @@ def do_receive_chat_message(
 
 
 def link_visitor_customer(visitor: ChatVisitor) -> None:
-    """A visitor without a customer gets the one its chat_visitor identity resolved to (its
-    first message's ingest made it). The adapter's after_ingest does the same; either may
-    come first, and a visitor that has a customer keeps it."""
-    if visitor.customer_id is not None:
-        return
-    owner = (
-        Identity.objects.filter(kind=IdentityKind.CHAT_VISITOR, value=visitor.public_id.hex)
-        .values_list("customer_id", flat=True)
-        .first()
-    )
-    if owner is None:
-        return
-    ChatVisitor.objects.filter(pk=visitor.pk, customer__isnull=True).update(customer_id=owner)
-    visitor.customer_id = ChatVisitor.objects.filter(pk=visitor.pk).values_list("customer_id", flat=True).first()
+    """Read back the customer the visitor's first message gave it: the chat adapter's
+    after_ingest sets it in the ingest's own transaction (a page view makes none). A visitor
+    that has a customer keeps it, and costs no query."""
+    if visitor.customer_id is None:
+        visitor.customer_id = ChatVisitor.objects.filter(pk=visitor.pk).values_list("customer_id", flat=True).first()
 
 
 def conversation_for_visitor_pk(visitor: ChatVisitor, pk: int) -> ChatConversation | None:

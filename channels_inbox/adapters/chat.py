@@ -462,7 +462,9 @@ def _adopt_customers(inbox: Inbox, results: list[Any]) -> None:
 
     owners: dict[uuid.UUID, int] = {}
     for result in results:
-        if result.message is None or result.ticket is None:
+        # Only a visitor's first message (it always opens a ticket) finds it without a customer:
+        # later ones skip the UPDATE.
+        if not result.created_ticket or result.message is None or result.ticket is None:
             continue
         customer_id = result.message.author_customer_id or result.ticket.customer_id
         hex_id = ((result.message.metadata or {}).get("chat") or {}).get("visitor")
