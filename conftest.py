@@ -118,7 +118,7 @@ def browser(desk: dict[str, Any]) -> Iterator[Any]:
     embedded server the module's browser tests run against)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_desk_keyboard import CHROMIUM, CHROMIUM_FLAGS
+    from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -24,24 +22,12 @@ from customers.models import Customer, Identity, IdentityKind
 from helpdesk.actions.agents import do_create_agent
 from helpdesk.models import Ticket, TicketEvent, TicketStatus
 from helpdesk.selectors import PAGE_SIZE
+from tests.chromium import browser_test
 from tests.factories import CustomerFactory, TicketFactory
 from tests.test_run_modes import ROOT, embedded_env, manage, serving, signed_post, wait_until
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HTMX = ROOT / "static" / "vendor" / "htmx.min.js"
 HX = {"HX-Request": "true"}
-
-browser_test = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
-)
 
 
 def ticket(**fields: Any) -> Ticket:

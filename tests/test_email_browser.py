@@ -10,7 +10,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,21 +21,12 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS, browser_test
 from tests.test_run_modes import ROOT, embedded_env, free_port, manage, serving, wait_until
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
+    browser_test,
 ]
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,21 +21,9 @@ from helpdesk.models import CannedResponse, Team, Ticket
 from helpdesk.permissions import canned_policy
 from helpdesk.tests.conftest import logged_in, new_ticket
 from helpdesk.views.desk import MAX_TEXT_CHARS
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS, browser_test
 from tests.factories import CustomerFactory, IdentityFactory
 from tests.test_run_modes import embedded_env, manage, serving, signed_post, wait_until
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-browser_test = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
-)
 
 ALL = (
     "{{ customer.first_name }}|{{ customer.name }}|{{ customer.email }}|{{ agent.name }}|"

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -24,6 +22,7 @@ from channels_inbox.actions.review import do_discard_held_events, do_release_hel
 from channels_inbox.models import InboundEvent, InboundEventStatus, Inbox
 from helpdesk.models import Attachment, DeliveryStatus, Direction, Message, Ticket, TicketCC, User
 from helpdesk.tests.conftest import logged_in
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS, browser_test
 from tests.factories import InboxFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
@@ -646,11 +645,9 @@ def test_admin_actions_release_and_discard(
 
 # --- in a real browser ---------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
+@browser_test
 @pytest.mark.django_db(transaction=True)
 def test_sandboxed_view_shows_inline_images_and_nothing_else_in_chromium(
     live_server: Any, agent: Any, inbox: Inbox
@@ -665,7 +662,7 @@ def test_sandboxed_view_shows_inline_images_and_nothing_else_in_chromium(
     session = client.cookies["sessionid"].value
     host = live_server.url.split("//", 1)[1].split(":", 1)[0]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             context = browser.new_context()
             context.add_cookies([{"name": "sessionid", "value": session, "domain": host, "path": "/"}])
