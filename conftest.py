@@ -44,10 +44,15 @@ def _fresh_cache(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 def _eager_celery() -> Iterator[None]:
     """Tasks run inline when queued (after commit); tests with real workers switch this off."""
+    from celery import _state
+
     celery_app.conf.task_always_eager = True
     celery_app.conf.task_eager_propagates = True
     yield
     celery_app.conf.task_always_eager = False
+    # Eager tasks run in many threads at once (concurrency tests) race on Celery's process-wide
+    # "inside a task" flag and may leave it set: a later test's result.get() would then refuse.
+    _state._set_task_join_will_block(False)  # type: ignore[attr-defined]  # private, not in the stubs
 
 
 @pytest.fixture

@@ -71,9 +71,12 @@ class PriorityChanged(EventPayload):
 
 @dataclass(frozen=True)
 class Assigned(EventPayload):
+    """`via` says who chose the assignee when no agent did: "routing", "rule", "chat"."""
+
     type = TicketEventType.ASSIGNED
     old_assignee_id: int | None
     new_assignee_id: int | None
+    via: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,72 @@ class ChatSeen(EventPayload):
     message_id: int
 
 
+@dataclass(frozen=True)
+class CustomFieldChanged(EventPayload):
+    type = TicketEventType.CUSTOM_FIELD_CHANGED
+    key: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class RuleFired(EventPayload):
+    """A rule's actions ran on the ticket (`kind`: trigger, time, macro, sla); the changes
+    they made follow as their own events. Also what loop protection counts."""
+
+    type = TicketEventType.RULE_FIRED
+    rule_id: int | None
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class SlaApplied(EventPayload):
+    """The SLA policy that applies changed (None: no policy applies any more)."""
+
+    type = TicketEventType.SLA_APPLIED
+    policy_id: int | None
+    name: str
+    old_policy_id: int | None = None
+    # Applied by hand or by a rule's step: selection leaves it in place.
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
+class SlaWarning(EventPayload):
+    """A running clock's deadline is `warn_before_minutes` away (ISO 8601 `due_at`)."""
+
+    type = TicketEventType.SLA_WARNING
+    clock_id: int
+    metric: str
+    instance: int
+    due_at: str
+
+
+@dataclass(frozen=True)
+class SlaBreached(EventPayload):
+    """A running clock passed its deadline: recorded once, never undone."""
+
+    type = TicketEventType.SLA_BREACHED
+    clock_id: int
+    metric: str
+    instance: int
+    due_at: str
+
+
+@dataclass(frozen=True)
+class SlaFulfilled(EventPayload):
+    """A clock's target was met by the event that stops it (`breached`: it had been missed
+    before; `seconds`: counted time, business or calendar as the target is)."""
+
+    type = TicketEventType.SLA_FULFILLED
+    clock_id: int
+    metric: str
+    instance: int
+    breached: bool
+    seconds: float
+
+
 EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
     cls.type.value: cls
     for cls in (
@@ -180,6 +249,12 @@ EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
         ChatEnded,
         ChatRated,
         ChatSeen,
+        CustomFieldChanged,
+        RuleFired,
+        SlaApplied,
+        SlaWarning,
+        SlaBreached,
+        SlaFulfilled,
     )
 }
 
@@ -254,5 +329,9 @@ class PendingEvents:
             Ticket.objects.filter(pk=self.ticket.pk).update(last_event_seq=self.ticket.last_event_seq)
         for event in self.events:
             publish_ticket_event(event.ticket, event)
+        if self.events:
+            from helpdesk.changes import note_changed
+
+            note_changed(event.ticket_id for event in self.events)
         written, self.events = self.events, []
         return written

@@ -13,6 +13,9 @@ light agents view a customer who has at least one ticket visible to them; agents
 (profile, merges) those customers, light agents never.
 Held inbound events (mail over a sender's rate limit…) are reviewed by admins and supervisors.
 
+Workspace settings (settings_policy): calendars, SLA, routing and rules are the admins'; macros
+and canned responses keep their own scopes.
+
 Canned responses: every staff member uses their personal ones, their teams' and everyone's;
 admins and supervisors manage the shared ones (a team's or everyone's); anyone manages their own
 personal ones; admins manage every one.
@@ -259,3 +262,32 @@ def access_saved_view(user: Any, view_id: int) -> SavedView:
     if view is None:
         raise Http404("no such view")
     return view
+
+
+class SettingsPolicy:
+    """The workspace settings (/desk/settings/): business calendars, SLA policies, routing
+    (rules, team modes, agent capacities), triggers and time rules are the admins'; the settings
+    pages for macros and canned responses follow their ScopedPolicy (anyone their personal
+    ones, supervisors and admins the shared ones)."""
+
+    def can_open(self, user: Any) -> bool:
+        """May see the settings menu at all (every staff member: their personal macros and canned)."""
+        return role_of(user) is not None
+
+    def can_manage(self, user: Any) -> bool:
+        """Calendars, SLA policies, routing, triggers and time rules."""
+        return role_of(user) == Role.ADMIN
+
+    def can_preview(self, user: Any) -> bool:
+        """Test a rule or policy against a ticket (the ticket itself is then checked with
+        access_ticket, so a preview never shows a ticket its user may not see)."""
+        return self.can_manage(user)
+
+
+settings_policy = SettingsPolicy()
+
+
+def require_settings_admin(user: Any) -> None:
+    """Raise PermissionDenied unless the user manages the workspace settings."""
+    if not settings_policy.can_manage(user):
+        raise PermissionDenied("only admins change these settings")

@@ -310,6 +310,59 @@ CELERY_BEAT_SCHEDULE["sweep-chat-continuity"] = {
     "task": "channels_inbox.tasks.sweep_chat_continuity",
     "schedule": CHAT_CONTINUITY_SWEEP_SECONDS,
 }
+# --- routing, SLA and rules (helpdesk/changes.py, docs/sla.md, docs/rules.md) ----------------
+# After every ticket change, the change processor runs the triggers, the SLA clocks and routing
+# in a Celery task; the sweeper queues it again for tickets whose changes have waited this long.
+CHANGES_SWEEP_SECONDS = env.float("CHANGES_SWEEP_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["sweep-ticket-changes"] = {
+    "task": "helpdesk.tasks.sweep_ticket_changes",
+    "schedule": CHANGES_SWEEP_SECONDS,
+}
+# SLA timers: a warning or breach due within SLA_SCHEDULE_AHEAD_SECONDS is queued as a Celery
+# task at its moment (eta); beat queues the ones coming into that window every half of it, and
+# the sweeper fires, every SLA_SWEEP_SECONDS, whatever is past due (a lost task, a restart).
+SLA_SCHEDULE_AHEAD_SECONDS = env.float("SLA_SCHEDULE_AHEAD_SECONDS", default=300.0)
+SLA_SWEEP_SECONDS = env.float("SLA_SWEEP_SECONDS", default=2.0)
+# Clocks one sweeper run fires at most (the rest go in the next run, earliest first).
+SLA_SWEEP_BATCH = env.int("SLA_SWEEP_BATCH", default=500)
+CELERY_BEAT_SCHEDULE["schedule-sla-timers"] = {
+    "task": "helpdesk.tasks.schedule_sla_timers",
+    "schedule": SLA_SCHEDULE_AHEAD_SECONDS / 2,
+}
+CELERY_BEAT_SCHEDULE["sweep-sla-clocks"] = {
+    "task": "helpdesk.tasks.sweep_sla_clocks",
+    "schedule": SLA_SWEEP_SECONDS,
+}
+# Time rules run this often (hourly, as their "hours since" conditions count in whole hours), on
+# at most TIME_RULES_BATCH tickets per rule and run.
+TIME_RULES_SECONDS = env.float("TIME_RULES_SECONDS", default=3600.0)
+TIME_RULES_BATCH = env.int("TIME_RULES_BATCH", default=1000)
+CELERY_BEAT_SCHEDULE["run-time-rules"] = {
+    "task": "helpdesk.tasks.run_time_rules",
+    "schedule": TIME_RULES_SECONDS,
+}
+# Loop protection: rules fire at most this many times on one ticket within an hour.
+RULES_MAX_FIRINGS_PER_HOUR = env.int("RULES_MAX_FIRINGS_PER_HOUR", default=100)
+# A rule's webhook step: timeout per call; addresses in private, loopback and link-local
+# networks are refused unless allowed here (tests and single-host set-ups).
+RULE_WEBHOOK_TIMEOUT_SECONDS = env.float("RULE_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+RULE_WEBHOOK_ALLOW_PRIVATE = env.bool("RULE_WEBHOOK_ALLOW_PRIVATE", default=False)
+CELERY_BEAT_SCHEDULE["sweep-webhook-calls"] = {
+    "task": "helpdesk.tasks.sweep_webhook_calls",
+    "schedule": 60,
+}
+# Routing: tickets an agent may hold at once per channel kind when their profile says nothing
+# (`"*"` for the kinds not named), e.g. ROUTING_DEFAULT_CAPACITY=email=10,sms=5,*=10.
+ROUTING_DEFAULT_CAPACITY = {
+    key: int(value) for key, value in env.dict("ROUTING_DEFAULT_CAPACITY", default={"email": "10", "*": "10"}).items()
+}
+# How often beat hands queued tickets to agents whose capacity freed up (ending work does it at once).
+ROUTING_SWEEP_SECONDS = env.float("ROUTING_SWEEP_SECONDS", default=30.0)
+CELERY_BEAT_SCHEDULE["assign-queued-tickets"] = {
+    "task": "helpdesk.tasks.assign_queued_tickets",
+    "schedule": ROUTING_SWEEP_SECONDS,
+}
+
 # Open widget websockets at most per visitor and per client address (close code 4429 beyond).
 CHAT_WS_PER_VISITOR = env.int("CHAT_WS_PER_VISITOR", default=10)
 CHAT_WS_PER_IP = env.int("CHAT_WS_PER_IP", default=50)

@@ -148,7 +148,7 @@ def _route(conversation_id: int) -> tuple[RouteResult, User | None]:
         chosen = pick_agent(profiles, open_chat_counts([p.user_id for p in profiles]))
         if chosen is None:
             return "full", None
-        do_assign_ticket(ticket, assignee=chosen.user, actor=None)
+        do_assign_ticket(ticket, assignee=chosen.user, actor=None, via="chat")
         _activate(conversation, chosen.pk, now)
         publish_queue_changed(conversation.inbox_id)
         return "assigned", chosen.user

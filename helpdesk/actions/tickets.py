@@ -50,7 +50,9 @@ def do_change_status(ticket: Ticket, *, status: str, actor: User | None) -> Tick
     return ticket
 
 
-def do_assign_ticket(ticket: Ticket, *, assignee: User | None, actor: User | None) -> Ticket:
+def do_assign_ticket(ticket: Ticket, *, assignee: User | None, actor: User | None, via: str = "") -> Ticket:
+    """Give the ticket to `assignee` (None: unassign). `via` names what chose the assignee when no
+    agent did ("routing", "rule", "chat"); it goes into the Assigned event."""
     with transaction.atomic():
         ticket = _locked(ticket, actor)
         old = ticket.assignee_id
@@ -58,7 +60,7 @@ def do_assign_ticket(ticket: Ticket, *, assignee: User | None, actor: User | Non
         if old == new:
             return ticket
         ticket.assignee = assignee
-        append_event(ticket, Assigned(old_assignee_id=old, new_assignee_id=new), actor=actor)
+        append_event(ticket, Assigned(old_assignee_id=old, new_assignee_id=new, via=via), actor=actor)
         ticket.save(update_fields=["assignee", "updated_at"])
         # The new assignee hears of it, unless they took the ticket themselves.
         from helpdesk.actions.notifications import do_notify_assignment

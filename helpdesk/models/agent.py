@@ -4,6 +4,8 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models.functions import Lower
 
+from helpdesk.models.routing import RoutingMode
+
 
 class User(AbstractUser):
     """A staff account (agent, supervisor, admin). Customers are not users."""
@@ -34,10 +36,22 @@ class Presence(models.TextChoices):
 
 
 class Team(models.Model):
-    """A group of agents that work one queue of tickets (e.g. "Billing", "Tier 2")."""
+    """A group of agents that work one queue of tickets (e.g. "Billing", "Tier 2").
+
+    `routing` says how its queue is handed out (helpdesk/assignment.py): by hand, round robin or
+    to the least loaded agent, among agents who are online (away: email-like channels only),
+    have spare capacity on the ticket's channel and, for `skills_timeout_minutes` after a
+    ticket is queued, speak its customer's language. With `reassign_offline`, an agent going
+    offline returns their new and open tickets of this team to the queue.
+    """
 
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
+    routing = models.CharField(max_length=20, default=RoutingMode.MANUAL, choices=RoutingMode.choices)
+    reassign_offline = models.BooleanField(default=False)
+    # How long a queued ticket waits for an agent with its language before anyone may take it
+    # (null: the language is never required; 0: it never waits).
+    skills_timeout_minutes = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -67,6 +81,12 @@ class AgentProfile(models.Model):
     chat_capacity = models.PositiveSmallIntegerField(default=3)
     # Round robin among available agents: the one assigned a chat longest ago goes first.
     last_chat_assigned_at = models.DateTimeField(null=True, blank=True)
+    # Tickets routing may give the agent at once, per channel kind (`{"email": 10, "sms": 5}`;
+    # `"*"` for the kinds not named); missing: ROUTING_DEFAULT_CAPACITY. Live chat keeps its
+    # own `chat_capacity`.
+    capacity = models.JSONField(default=dict, blank=True)
+    # Round robin of tickets: the agent given one longest ago goes first.
+    last_assigned_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.user} ({self.role})"

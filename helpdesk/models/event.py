@@ -24,6 +24,12 @@ class TicketEventType(models.TextChoices):
     CHAT_ENDED = "chat_ended", "Chat ended"
     CHAT_RATED = "chat_rated", "Chat rated"
     CHAT_SEEN = "chat_seen", "Chat messages seen by an agent"
+    CUSTOM_FIELD_CHANGED = "custom_field_changed", "Custom field changed"
+    RULE_FIRED = "rule_fired", "Rule applied"
+    SLA_APPLIED = "sla_applied", "SLA policy applied"
+    SLA_WARNING = "sla_warning", "SLA deadline soon"
+    SLA_BREACHED = "sla_breached", "SLA deadline missed"
+    SLA_FULFILLED = "sla_fulfilled", "SLA target met"
 
 
 class TicketEvent(models.Model):

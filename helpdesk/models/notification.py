@@ -7,6 +7,10 @@ from django.db import models
 class NotificationKind(models.TextChoices):
     MENTION = "mention", "Mentioned"
     ASSIGNED = "assigned", "Assigned"
+    # A rule's notify step (helpdesk/runner.py); `text` says what the rule wanted known.
+    RULE = "rule", "Rule"
+    SLA_WARNING = "sla_warning", "SLA deadline soon"
+    SLA_BREACH = "sla_breach", "SLA deadline missed"
 
 
 class Notification(models.Model):
@@ -26,6 +30,8 @@ class Notification(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # What a rule's notification says (rules only).
+    text = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
     emailed_at = models.DateTimeField(null=True, blank=True)

@@ -15,6 +15,7 @@ class SavedView(models.Model):
         ACTIVITY = "activity", "Last activity"
         WAITING = "waiting", "Waiting since"
         PRIORITY = "priority", "Priority"
+        DEADLINE = "deadline", "Deadline"
 
     name = models.CharField(max_length=80)
     owner = models.ForeignKey(

@@ -79,6 +79,21 @@ class Ticket(models.Model):
     last_activity_at = models.DateTimeField()
     # The sequence number of the newest TicketEvent of this ticket.
     last_event_seq = models.PositiveIntegerField(default=0)
+    # The newest event the change processor (helpdesk/changes.py: rules, SLA, routing) has
+    # handled; behind last_event_seq means a change still waits for it.
+    changes_seq = models.PositiveIntegerField(default=0)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    # The SLA policy that applies (helpdesk/sla.py) and the earliest deadline of its running
+    # clocks (the SlaClock rows are the source of truth; this copy serves lists and views).
+    sla_policy = models.ForeignKey(
+        "helpdesk.SlaPolicy", null=True, blank=True, on_delete=models.SET_NULL, related_name="tickets"
+    )
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    # The policy was applied by hand or by a rule's step: policy selection leaves it in place.
+    sla_pinned = models.BooleanField(default=False)
+    # Since when the ticket has waited in its team's routing queue for an agent; null when it
+    # is not queued (assigned, manual team, solved…). helpdesk/assignment.py.
+    queued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The subject as the search finds it (helpdesk/search_text.py); NULL on SQLite.
@@ -115,6 +130,25 @@ class Ticket(models.Model):
             # A channel view ("Email", "API") by last activity.
             models.Index(
                 fields=["channel", "-last_activity_at", "-id"], condition=OPEN_QUEUE, name="ticket_channel_activity_idx"
+            ),
+            # "Due soon" and the deadline sort: unsolved tickets by their next SLA deadline.
+            models.Index(
+                fields=["sla_due_at", "id"],
+                condition=models.Q(sla_due_at__isnull=False, status__in=["new", "open", "pending", "on_hold"]),
+                name="ticket_sla_due_idx",
+            ),
+            # The routing queue of a team: highest priority first, then the earliest deadline,
+            # then the longest waiting.
+            models.Index(
+                fields=["team", "-priority", "sla_due_at", "queued_at", "id"],
+                condition=models.Q(queued_at__isnull=False),
+                name="ticket_routing_queue_idx",
+            ),
+            # The change sweeper: tickets with events the change processor has not handled yet.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(changes_seq__lt=models.F("last_event_seq")),
+                name="ticket_changes_pending_idx",
             ),
             # Threading: the customer's latest ticket in an inbox; the customer's ticket list.
             models.Index(fields=["customer", "inbox", "-created_at"], name="ticket_customer_inbox_idx"),

@@ -134,7 +134,7 @@ def test_routing_writes_through_the_assignment_action(inbox: Inbox) -> None:
     assert chat.assigned_at is not None
     assert chat.ticket.assignee_id == agent.pk
     event = TicketEvent.objects.filter(ticket=chat.ticket, type="assigned").get()
-    assert event.data == {"old_assignee_id": None, "new_assignee_id": agent.pk}
+    assert event.data == {"old_assignee_id": None, "new_assignee_id": agent.pk, "via": "chat"}
     assert event.actor_id is None
     assert agent.notifications.filter(ticket=chat.ticket, kind="assigned").exists()
     assert AgentProfile.objects.get(user=agent).last_chat_assigned_at == chat.assigned_at

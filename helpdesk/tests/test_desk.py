@@ -657,8 +657,8 @@ def test_assign_form_assigns_and_unassigns_with_events(agent: Any, admin_agent: 
     ticket.refresh_from_db()
     assert ticket.assignee is None
     assert [(e.type, e.actor, e.data) for e in ticket.events.order_by("seq")] == [
-        (TicketEventType.ASSIGNED, agent, {"old_assignee_id": None, "new_assignee_id": admin_agent.pk}),
-        (TicketEventType.ASSIGNED, agent, {"old_assignee_id": admin_agent.pk, "new_assignee_id": None}),
+        (TicketEventType.ASSIGNED, agent, {"old_assignee_id": None, "new_assignee_id": admin_agent.pk, "via": ""}),
+        (TicketEventType.ASSIGNED, agent, {"old_assignee_id": admin_agent.pk, "new_assignee_id": None, "via": ""}),
     ]
 
 
