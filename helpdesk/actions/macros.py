@@ -13,12 +13,10 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
-from helpdesk.actions.replies import do_add_note, do_reply
-from helpdesk.actions.ticket_fields import do_change_priority, do_change_team, do_set_tags
-from helpdesk.actions.tickets import do_assign_ticket, do_change_status
 from helpdesk.macros import MacroPlan, plan_macro, required_permissions, validate_macro, validate_steps
 from helpdesk.models import Macro, Ticket, TicketEvent
 from helpdesk.permissions import macro_policy, ticket_policy
+from helpdesk.runner import RuleSource, run_planned
 
 if TYPE_CHECKING:
     from helpdesk.models import Team, User
@@ -57,7 +55,9 @@ def do_apply_macro(ticket: Ticket, macro: Macro, *, actor: User, seen_seq: int |
     (PermissionDenied), steps that are no longer valid (InvalidMacro), and, with `seen_seq`, a
     macro sending a reply after news the actor's page had not shown (StaleTicket). Each step goes
     through its own action, so events, deliveries and live publishes are the same as for a
-    single edit; a step that fails (a closed ticket reopened…) rolls the whole macro back.
+    single edit (the action runner, helpdesk/runner.py, with the agent as actor and no
+    RuleFired: the agent did it); a step that fails (a closed ticket reopened…) rolls the whole
+    macro back.
     """
     from helpdesk.selectors import news_since
 
@@ -72,23 +72,7 @@ def do_apply_macro(ticket: Ticket, macro: Macro, *, actor: User, seen_seq: int |
             news = news_since(ticket, seen_seq, viewer=actor)
             if news:
                 raise StaleTicket(news)
-        for step in plan.steps:
-            if step.type == "reply":
-                do_reply(ticket, actor=actor, text=step.text)
-            elif step.type == "note":
-                do_add_note(ticket, actor=actor, text=step.text)
-            elif step.type == "status":
-                do_change_status(ticket, status=step.value, actor=actor)
-            elif step.type == "priority":
-                do_change_priority(ticket, priority=step.value, actor=actor)
-            elif step.type == "team":
-                do_change_team(ticket, team=step.target, actor=actor)
-            elif step.type == "assignee":
-                do_assign_ticket(ticket, assignee=step.target, actor=actor)
-            elif step.type == "add_tags":
-                do_set_tags(ticket, add=step.value, actor=actor)
-            else:
-                do_set_tags(ticket, remove=step.value, actor=actor)
+        run_planned(ticket, plan.steps, source=RuleSource("macro", macro.pk, macro.name), actor=actor)
     return plan
 
 

@@ -213,12 +213,43 @@ def do_notify_assignment(ticket: Ticket, *, assignee: User | None, actor: User |
     return notification
 
 
+def do_notify_rule(ticket: Ticket, *, recipients: Iterable[User], text: str) -> list[Notification]:
+    """A rule's notify step: tell these agents `text` about the ticket (kind "rule", no actor)."""
+    return do_notify_staff(ticket, recipients=recipients, text=text, kind=NotificationKind.RULE)
+
+
+def do_notify_staff(ticket: Ticket, *, recipients: Iterable[User], text: str, kind: str) -> list[Notification]:
+    """Tell these agents `text` about the ticket, with no actor: a rule's notify step (kind
+    "rule") or an SLA warning or breach (kinds "sla_warning", "sla_breach").
+
+    Only active staff who may view the ticket are notified, each once; the text is cut to the
+    column's 500 characters. Call it inside the transaction of the other changes."""
+    text = " ".join(text.split())[:500]
+    seen: set[int] = set()
+    created: list[Notification] = []
+    for user in with_policy_facts(recipients):
+        if user.pk in seen or not user.is_active or not ticket_policy.can_view(user, ticket):
+            continue
+        seen.add(user.pk)
+        created.append(Notification(recipient=user, kind=kind, ticket=ticket, text=text))
+    if created:
+        created = Notification.objects.bulk_create(created)
+    _after_create(created, None)
+    return created
+
+
 def notification_text(notification: Notification, actor_name: str | None = None) -> str:
     """One line saying what happened; no customer content (it goes to email and the live badge)."""
     who = actor_name if actor_name is not None else (notification.actor.display_name if notification.actor else "")
     number = notification.ticket.number
     if notification.kind == NotificationKind.MENTION:
         return f"{who or 'Someone'} mentioned you on ticket #{number}"
+    if notification.kind == NotificationKind.RULE:
+        return f"Ticket #{number}: {notification.text}" if notification.text else f"A rule flagged ticket #{number}"
+    if notification.kind == NotificationKind.SLA_WARNING:
+        return f"Ticket #{number}: {notification.text or 'an SLA deadline is near'}"
+    if notification.kind == NotificationKind.SLA_BREACH:
+        return f"Ticket #{number}: {notification.text or 'an SLA deadline was missed'}"
     if who:
         return f"{who} assigned ticket #{number} to you"
     return f"Ticket #{number} was assigned to you"

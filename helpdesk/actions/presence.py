@@ -4,6 +4,10 @@
 desk websockets; `do_set_presence_choice` is the top bar's control (online, away, appear
 offline). Both publish to the agent's own live group after commit, so every desk page of
 the agent updates its control and re-announces the agent on the tickets it shows.
+
+An agent whose presence becomes offline has, after commit, their new and open tickets of teams
+with `reassign_offline` returned to the routing queue (helpdesk/actions/routing.py
+`do_agent_went_offline`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ def do_set_presence(user_id: int, presence: str, *, actor: User | None) -> bool:
         if changed:
             choice = AgentProfile.objects.filter(user_id=user_id).values_list("presence_choice", flat=True).first()
             publish_presence(user_id, presence=presence, choice=choice or Presence.ONLINE)
+            # Routing: teams with reassign_offline take back an offline agent's tickets (after commit).
+            from helpdesk.actions.routing import note_presence_changed
+
+            note_presence_changed(user_id, presence)
     return bool(changed)
 
 

@@ -138,3 +138,42 @@ def do_add_note(ticket: Ticket, *, actor: User, text: str, attachments: Sequence
         ticket.last_activity_at = timezone.now()
         ticket.save(update_fields=["last_activity_at", "updated_at"])
     return message
+
+
+# --- what rules write (helpdesk/runner.py): the system acts, no agent --------------------------
+
+
+def do_send_auto_reply(ticket: Ticket, *, text: str) -> Message | None:
+    """An automatic reply from a rule: queued like a reply (message + delivery, sent after
+    commit) through the email acknowledgement's path, so it appends AutoReplySent and carries
+    the auto-reply headers. It is not an agent's reply: no first response, no status change, the
+    customer's turn unchanged. None when the customer has no address the ticket's inbox reaches
+    (a rule cannot ask anyone to choose one)."""
+    from channels_inbox.actions.auto_ack import do_queue_auto_ack
+    from channels_inbox.adapters.base import IdentityRef
+
+    if not text.strip():
+        raise ValueError("a reply needs text")
+    inbox = ticket.inbox
+    if not inbox.is_active:
+        return None
+    identities = [IdentityRef(i.kind, i.value) for i in ticket.customer.identities.all()]
+    recipient = inbox.adapter.recipient_for(inbox, identities)
+    if not recipient:
+        return None
+    # No subject of its own: the delivery threads it as "Re: <ticket subject> [#N]".
+    return do_queue_auto_ack(ticket, inbox=inbox, recipient=recipient, subject="", text=text)
+
+
+def do_add_rule_note(ticket: Ticket, *, text: str) -> Message:
+    """An internal note written by a rule (no author): NoteAdded with no acting agent. Mentions
+    in it notify nobody; a rule's notify step is the way to tell agents."""
+    if not text.strip():
+        raise ValueError("a note needs text")
+    with transaction.atomic():
+        ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+        message = Message.objects.create(ticket=ticket, direction=Direction.NOTE, author_agent=None, text=text)
+        append_event(ticket, NoteAdded(message_id=message.pk), message=message)
+        ticket.last_activity_at = timezone.now()
+        ticket.save(update_fields=["last_activity_at", "updated_at"])
+    return message
