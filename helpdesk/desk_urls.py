@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from helpdesk.views import bulk, canned, chats, customers, desk, lists, macros, notifications, search, ticket_fields
 from helpdesk.views import password_reset as reset
@@ -44,6 +44,7 @@ urlpatterns = [
     path("notifications/<int:notification_id>/open/", notifications.notification_open, name="notification_open"),
     path("me/", notifications.preferences, name="preferences"),
     path("tickets/<int:number>/mentionable/", notifications.mentionable_agents, name="ticket_mentionable"),
+    path("settings/", include("helpdesk.settings_urls")),
     path("chat/availability/", chats.chat_availability, name="chat_availability"),
     path("tickets/<int:number>/chat/end/", chats.chat_end, name="chat_end"),
     path("tickets/<int:number>/chat/transfer/", chats.chat_transfer, name="chat_transfer"),

@@ -47,9 +47,14 @@ VIEWS: dict[str, str] = {
     "unassigned": "Unassigned",
     "my_teams": "My teams",
     "pending": "Pending",
+    "due_soon": "Due soon",
     "solved": "Solved",
     "all": "All",
 }
+# "Due soon": unsolved tickets whose next SLA deadline is at most this many hours away (or past).
+DUE_SOON_HOURS = 4
+# The sort a view opens in when none is asked for.
+DEFAULT_SORTS: dict[str, str] = {"due_soon": "deadline"}
 
 
 # Sorts of the ticket list; every one pages by a cursor (its sort key, id).
@@ -57,7 +62,14 @@ SORTS: dict[str, str] = {
     "activity": "Last activity",
     "waiting": "Waiting since",
     "priority": "Priority",
+    "deadline": "Deadline",
 }
+
+
+def default_sort(view: str) -> str:
+    return DEFAULT_SORTS.get(view, "activity")
+
+
 # A channel view's key: "channel:" and the inbox kind ("channel:email").
 CHANNEL_VIEW_PREFIX = "channel:"
 _CHANNEL_LABELS = {"api": "API", "sms": "SMS"}
@@ -76,7 +88,8 @@ def is_view(view: str) -> bool:
     return view in VIEWS
 
 
-def view_queryset(user: Any, view: str) -> QuerySet[Ticket]:
+def view_queryset(user: Any, view: str, *, now: datetime | None = None) -> QuerySet[Ticket]:
+    """The tickets of a built-in or channel view that `user` may see (`now`: for "Due soon")."""
     tickets = ticket_policy.visible(user)
     open_statuses = [TicketStatus.NEW, TicketStatus.OPEN]
     if view == "mine":
@@ -89,12 +102,25 @@ def view_queryset(user: Any, view: str) -> QuerySet[Ticket]:
         return tickets.filter(status__in=[TicketStatus.PENDING, TicketStatus.ON_HOLD])
     if view == "solved":
         return tickets.filter(status__in=[TicketStatus.SOLVED, TicketStatus.CLOSED])
+    if view == "due_soon":
+        # Served by the partial ticket_sla_due_idx (same status list, deadline not null).
+        return due_soon(tickets, now=now)
     if view == "all":
         return tickets
     if view.startswith(CHANNEL_VIEW_PREFIX):
         # A channel's open tickets (ticket_channel_activity_idx).
         return tickets.filter(channel=view.removeprefix(CHANNEL_VIEW_PREFIX), status__in=open_statuses)
     return tickets.filter(status__in=open_statuses)
+
+
+def due_soon(tickets: QuerySet[Ticket], *, now: datetime | None = None, hours: float | None = None) -> QuerySet[Ticket]:
+    """The unsolved ones among `tickets` with an SLA deadline within `hours` (DUE_SOON_HOURS) of
+    `now`, overdue ones included."""
+    from datetime import timedelta
+
+    now = now or timezone.now()
+    bound = now + timedelta(hours=DUE_SOON_HOURS if hours is None else hours)
+    return tickets.filter(status__in=UNSOLVED_STATUSES, sla_due_at__isnull=False, sla_due_at__lte=bound)
 
 
 @dataclass
@@ -135,7 +161,10 @@ def _aware(when: str) -> datetime | None:
 
 def encode_cursor(ticket: Ticket, sort: str = "activity") -> str:
     """The cursor after `ticket` in `sort`: "activity" `time|id`, "waiting" `w|time or empty|id`,
-    "priority" `p|priority|time|id`."""
+    "priority" `p|priority|time|id`, "deadline" `d|time or empty|id`."""
+    if sort == "deadline":
+        due = ticket.sla_due_at.isoformat() if ticket.sla_due_at else ""
+        return _b64(f"d|{due}|{ticket.pk}")
     if sort == "waiting":
         waiting = ticket.waiting_since.isoformat() if ticket.waiting_since else ""
         return _b64(f"w|{waiting}|{ticket.pk}")
@@ -175,6 +204,16 @@ def cursor_filter(cursor: str, sort: str) -> Q | None:
     if raw is None:
         return None
     parts = raw.split("|")
+    if sort == "deadline" and len(parts) == 3 and parts[0] == "d" and _is_id(parts[2]):
+        pk = int(parts[2])
+        if not parts[1]:
+            # Past the tickets with a deadline: among those without one, by id.
+            return Q(sla_due_at__isnull=True, id__gt=pk)
+        due = _aware(parts[1])
+        if due is None:
+            return None
+        # As for "waiting": the first bound lets ticket_sla_due_idx start at the cursor.
+        return (Q(sla_due_at__gte=due) & (Q(sla_due_at__gt=due) | Q(id__gt=pk))) | Q(sla_due_at__isnull=True)
     if sort == "waiting" and len(parts) == 3 and parts[0] == "w" and _is_id(parts[2]):
         pk = int(parts[2])
         if not parts[1]:
@@ -205,8 +244,11 @@ def sort_order(sort: str) -> list[Any]:
     The open queue's views (All open, Unassigned, a channel's) are served by the partial
     ticket_open_activity_idx, ticket_open_waiting_idx, ticket_open_priority_idx and
     ticket_channel_activity_idx; one-status views by ticket_status_activity_idx; Mine and My
-    teams by the assignee and team indexes (a sort of one agent's or team's tickets).
+    teams by the assignee and team indexes (a sort of one agent's or team's tickets). "Due
+    soon" in its deadline order reads the partial ticket_sla_due_idx from its start.
     """
+    if sort == "deadline":
+        return [F("sla_due_at").asc(nulls_last=True), "id"]
     if sort == "waiting":
         return [F("waiting_since").asc(nulls_last=True), "id"]
     if sort == "priority":
@@ -223,11 +265,12 @@ def ticket_page(
     sort: str = "activity",
     filters: TicketFilters | None = None,
     tickets: QuerySet[Ticket] | None = None,
+    now: datetime | None = None,
 ) -> Page:
     """One page of a view (or of `tickets`, a saved view's), narrowed by `filters`, in `sort`, by cursor."""
     sort = sort if sort in SORTS else "activity"
     if tickets is None:
-        tickets = view_queryset(user, view)
+        tickets = view_queryset(user, view, now=now)
     if filters is not None:
         tickets = filter_tickets(tickets, filters, user)
     tickets = tickets.select_related("customer", "assignee", "team", "inbox")

@@ -158,6 +158,18 @@ def capture(base: str) -> list[Path]:
             page.locator("#macro-preview").wait_for(state="visible")
             shot(page, "macro-preview.png")
 
+            # SLA deadlines: the "Due soon" view; the admin's SLA policy and trigger forms.
+            page.goto(f"{base}/desk/?view=due_soon")
+            shot(page, "due-soon.png")
+            admin.goto(f"{base}/desk/settings/sla/")
+            admin.get_by_role("link", name="Standard").first.click()
+            admin.wait_for_load_state()
+            shot(admin, "settings-sla.png")
+            admin.goto(f"{base}/desk/settings/triggers/")
+            admin.locator("main a[href*='/desk/settings/triggers/']").filter(has_text="Urgent").first.click()
+            admin.wait_for_load_state()
+            shot(admin, "settings-trigger.png")
+
             # Live chat: a visitor on the demo page fills the pre-chat form and writes; the agent
             # answers from the chat's ticket page (its chat panel beside the timeline).
             visitor = browser.new_context(viewport={"width": 1000, "height": 760}).new_page()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db.models import F
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -17,20 +18,30 @@ from channels_inbox.models import ChatConversation, ChatStatus, ChatVisitor, Inb
 from customers.models import Customer, Identity, IdentityKind, Organization, OrganizationDomain
 from helpdesk.management.commands import seed_demo
 from helpdesk.management.commands.seed_demo import (
+    DEMO_CALENDAR,
     DEMO_CHAT_INBOX_SLUG,
     DEMO_EMAIL_INBOX_SLUG,
     DEMO_INBOX_SLUG,
+    DEMO_ORGANIZATION,
     LOGINS,
 )
 from helpdesk.models import (
     AgentProfile,
     Attachment,
+    BusinessCalendar,
     CannedResponse,
     DeliveryStatus,
     Direction,
     Macro,
     Message,
     Role,
+    RoutingMode,
+    RoutingRule,
+    Rule,
+    RuleKind,
+    SlaClock,
+    SlaClockState,
+    SlaPolicy,
     Tag,
     Team,
     Ticket,
@@ -63,6 +74,11 @@ MODELS = (
     Macro,
     ChatVisitor,
     ChatConversation,
+    BusinessCalendar,
+    SlaPolicy,
+    SlaClock,
+    Rule,
+    RoutingRule,
 )
 
 
@@ -360,3 +376,92 @@ def test_the_demo_page_without_a_chat_inbox_says_how_to_make_one() -> None:
     # then
     assert page.status_code == 404
     assert "inbox create --kind chat" in page.content.decode()
+
+
+# --- calendar, SLA, rules and routing (issue 6) --------------------------------------------------
+
+
+def test_the_demo_configures_a_calendar_sla_policies_rules_and_routing_once() -> None:
+    # when
+    first = seed()
+    second = seed()
+    # then
+    assert "Demo calendar, SLA policies, rules and routing: 7 created" in first
+    assert "calendar" not in second.split("Switchboard demo")[0]
+    calendar = BusinessCalendar.objects.get()
+    assert (calendar.name, calendar.time_zone, calendar.is_default) == (DEMO_CALENDAR, "Europe/Prague", True)
+    assert calendar.hours == {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
+    holidays = {h["date"]: h["name"] for h in calendar.holidays}
+    assert len(holidays) == 2 * 13
+    assert holidays["2026-04-03"] == "Good Friday"
+    assert holidays["2027-03-29"] == "Easter Monday"
+    assert "2026-12-24" in holidays
+    assert "2027-11-17" in holidays
+    policies = list(SlaPolicy.objects.order_by("position", "id"))
+    assert [p.name for p in policies] == ["VIP", "Standard"]
+    vip, standard = policies
+    assert vip.conditions["any"]
+    assert standard.conditions in ({}, {"all": [], "any": []})
+    assert set(standard.targets) == {"1", "2", "3", "4"}
+    assert set(standard.targets["2"]) == {"first_reply", "next_reply", "resolution"}
+    assert standard.calendar == calendar
+    assert vip.calendar == calendar
+    assert sorted(Rule.objects.values_list("kind", "name")) == [
+        (RuleKind.TIME, "Remind pending after 48 hours"),
+        (RuleKind.TRIGGER, "Auto-reply outside business hours"),
+        (RuleKind.TRIGGER, "Urgent tickets to Tier 2"),
+    ]
+    routing = RoutingRule.objects.get()
+    assert routing.team.name == "Billing"
+    assert dict(Team.objects.values_list("name", "routing")) == {
+        "Support": RoutingMode.ROUND_ROBIN,
+        "Billing": RoutingMode.MANUAL,
+        "Tier 2": RoutingMode.MANUAL,
+    }
+
+
+def test_the_demo_tickets_get_sla_clocks_and_the_rules_leave_their_history_alone() -> None:
+    # when
+    seed()
+    # then: every unsolved demo ticket has a policy and a deadline; ACME's tickets are VIP
+    unsolved = Ticket.objects.exclude(status__in=[TicketStatus.SOLVED, TicketStatus.CLOSED])
+    assert unsolved.count() > 5
+    assert not unsolved.filter(sla_policy__isnull=True).exists()
+    assert not unsolved.filter(sla_due_at__isnull=True).exclude(status=TicketStatus.PENDING).exists()
+    vip = Ticket.objects.filter(sla_policy__name="VIP")
+    assert vip.exists()
+    assert set(vip.values_list("customer__organization__name", flat=True)) == {DEMO_ORGANIZATION}
+    assert SlaClock.objects.filter(state=SlaClockState.RUNNING).exists()
+    # every ticket's history was processed before the rules existed: none fired on it
+    assert not TicketEvent.objects.filter(type="rule_fired").exists()
+    assert not Ticket.objects.filter(changes_seq__lt=F("last_event_seq")).exists()
+
+
+def test_the_due_soon_view_of_the_demo_opens() -> None:
+    # given
+    seed()
+    client = Client()
+    client.force_login(User.objects.get(email="admin@example.com"))
+    # when
+    resp = client.get("/desk/", {"view": "due_soon"})
+    # then
+    assert resp.status_code == 200
+    tickets = resp.context["page"].tickets
+    assert tickets
+    assert [t.sla_due_at for t in tickets] == sorted(t.sla_due_at for t in tickets)
+    assert 'class="deadline' in resp.content.decode()
+
+
+def test_a_rerun_recreates_missing_configuration_and_keeps_an_admins_routing_choice() -> None:
+    # given: the demo, then an admin deletes the rules and switches Support back to manual
+    seed()
+    Rule.objects.filter(kind=RuleKind.TIME).delete()
+    Team.objects.filter(name="Support").update(routing=RoutingMode.MANUAL)
+    # when
+    output = seed()
+    # then
+    assert "Demo calendar, SLA policies, rules and routing: 1 created" in output
+    assert Rule.objects.count() == 3
+    assert SlaPolicy.objects.count() == 2
+    assert BusinessCalendar.objects.count() == 1
+    assert Team.objects.get(name="Support").routing == RoutingMode.MANUAL

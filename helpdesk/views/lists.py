@@ -20,6 +20,7 @@ from helpdesk.selectors import (
     SORTS,
     FilterError,
     Page,
+    default_sort,
     filter_query,
     filter_tickets,
     filters_from_data,
@@ -42,7 +43,8 @@ def _id(raw: str) -> int | None:
 def ticket_list(request: HttpRequest) -> HttpResponse:
     """`/desk/?view=…&sort=…&status=…` or `?saved=<id>`: one page of tickets, by cursor.
 
-    An unknown view is "All open"; an unknown sort or a filter value that names nothing is a 400
+    An unknown view is "All open"; "Due soon" opens in deadline order, every other view in last
+    activity order; an unknown sort or a filter value that names nothing is a 400
     with the reason; a cursor of another sort (or garbage) shows the first page, saying so.
     """
     user = request.user
@@ -62,7 +64,7 @@ def ticket_list(request: HttpRequest) -> HttpResponse:
             saved_filters, _ = filters_from_data(saved.filters)
             base = filter_tickets(ticket_policy.visible(user), saved_filters, user)
             sort = sort or saved.sort
-        sort = sort or "activity"
+        sort = sort or default_sort(view)
         if sort not in SORTS:
             raise FilterError(f"Unknown sort {sort[:40]!r}; one of: {', '.join(SORTS)}.")
         filters = parse_ticket_filters(request.GET)
@@ -70,10 +72,10 @@ def ticket_list(request: HttpRequest) -> HttpResponse:
         page = ticket_page(user, view, cursor or None, sort=sort, filters=filters, tickets=base)
     except FilterError as exc:
         error = str(exc)
-        sort = sort if sort in SORTS else "activity"
+        sort = sort if sort in SORTS else default_sort(view)
     # The query of this list without the cursor: the "Older" link keeps view, sort and filters.
     query: list[tuple[str, str]] = [("saved", str(saved.pk))] if saved else [("view", view)]
-    if sort != "activity":
+    if sort != ("activity" if saved else default_sort(view)):
         query.append(("sort", sort))
     current = filter_query(request.GET)
     for name, value in current.items():

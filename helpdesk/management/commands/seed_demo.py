@@ -174,6 +174,70 @@ DEMO_MACROS = (
 TEAMS = ("Support", "Billing", "Tier 2")
 
 
+# --- business calendar, SLA, rules and routing (issue 6) --------------------------------------
+
+DEMO_CALENDAR = "Prague office"
+DEMO_CALENDAR_ZONE = "Europe/Prague"
+DEMO_CALENDAR_HOURS = {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
+_CZECH_HOLIDAYS = (
+    ("01-01", "New Year's Day (Restoration Day of the Independent Czech State)"),
+    ("05-01", "Labour Day"),
+    ("05-08", "Liberation Day"),
+    ("07-05", "Saints Cyril and Methodius Day"),
+    ("07-06", "Jan Hus Day"),
+    ("09-28", "Czech Statehood Day"),
+    ("10-28", "Independent Czechoslovak State Day"),
+    ("11-17", "Struggle for Freedom and Democracy Day"),
+    ("12-24", "Christmas Eve"),
+    ("12-25", "Christmas Day"),
+    ("12-26", "St. Stephen's Day"),
+)
+# Good Friday and Easter Monday move with Easter (5 April 2026, 28 March 2027).
+_EASTER = {2026: ("04-03", "04-06"), 2027: ("03-26", "03-29")}
+DEMO_HOLIDAYS = sorted(
+    [
+        *({"date": f"{year}-{day}", "name": name} for year in (2026, 2027) for day, name in _CZECH_HOLIDAYS),
+        *(
+            {"date": f"{year}-{day}", "name": name}
+            for year, days in _EASTER.items()
+            for day, name in zip(days, ("Good Friday", "Easter Monday"), strict=True)
+        ),
+    ],
+    key=lambda h: h["date"],
+)
+
+
+def _targets(first: int, nxt: int, resolution: int, *, business: bool) -> dict[str, dict[str, Any]]:
+    return {
+        "first_reply": {"minutes": first, "business_hours": business},
+        "next_reply": {"minutes": nxt, "business_hours": business},
+        "resolution": {"minutes": resolution, "business_hours": business},
+    }
+
+
+# Per priority ("1" low … "4" urgent): minutes to the first reply, each next reply, resolution.
+# Urgent counts every hour; the others count the Prague office's business hours.
+DEMO_SLA_STANDARD = {
+    "4": _targets(30, 60, 8 * 60, business=False),
+    "3": _targets(60, 2 * 60, 2 * 8 * 60, business=True),
+    "2": _targets(4 * 60, 8 * 60, 5 * 8 * 60, business=True),
+    "1": _targets(8 * 60, 16 * 60, 10 * 8 * 60, business=True),
+}
+DEMO_SLA_VIP = {
+    "4": _targets(15, 30, 4 * 60, business=False),
+    "3": _targets(30, 60, 8 * 60, business=False),
+    "2": _targets(60, 2 * 60, 2 * 8 * 60, business=True),
+    "1": _targets(2 * 60, 4 * 60, 3 * 8 * 60, business=True),
+}
+DEMO_VIP_TAG = "vip"
+DEMO_TRIGGER_AFTER_HOURS = "Auto-reply outside business hours"
+DEMO_TRIGGER_URGENT = "Urgent tickets to Tier 2"
+DEMO_TIME_RULE = "Remind pending after 48 hours"
+DEMO_REMINDED_TAG = "reminded"
+DEMO_ROUTING_RULE = "Billing questions to Billing"
+DEMO_ROUND_ROBIN_TEAM = "Support"
+
+
 # --- customers ------------------------------------------------------------------------------
 
 
@@ -710,6 +774,10 @@ def _michael_with_cc(when: datetime) -> bytes:
     )
 
 
+# The demo email inbox is dated this long before the first seed.
+EMAIL_INBOX_AGE = timedelta(days=31)
+
+
 @dataclass(frozen=True)
 class DemoMail:
     """A raw mail to the demo email inbox, `days_ago` days back, and what agents did after it."""
@@ -894,6 +962,19 @@ class Command(BaseCommand):
             mails = self._seed_email(users)
             chats = self._seed_chat(users)
             shortcuts = self._seed_shortcuts(users)
+            # The change processor runs after commit: the calendar and SLA policies made now are
+            # there when it handles the demo tickets (here, at once), so they get their clocks;
+            # the rules and routing come after, for new work only, not the seeded history.
+            automation = self._seed_sla(users)
+            self._process_demo_changes()
+            automation += self._seed_rules(users)
+        if automation:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo calendar, SLA policies, rules and routing: {automation} created "
+                    f"(calendar {DEMO_CALENDAR!r}, policies 'VIP' and 'Standard')."
+                )
+            )
         if shortcuts:
             self.stdout.write(self.style.SUCCESS(f"Demo canned responses and macros: {shortcuts} created."))
         if counts:
@@ -907,7 +988,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Demo email: {mails} mails received on {DEMO_EMAIL_ADDRESS}."))
         if chats:
             self.stdout.write(self.style.SUCCESS(f"Demo chat: inbox {DEMO_CHAT_INBOX_NAME!r} with {chats} chats."))
-        if not counts and not mails and not chats:
+        if not counts and not mails and not chats and not automation:
             self.stdout.write(f"Demo data already present (inbox {DEMO_INBOX_SLUG!r}); nothing new created.")
         self._print_logins()
 
@@ -947,6 +1028,191 @@ class Command(BaseCommand):
                 ]
                 do_save_macro(None, name=name, description=description, actions=actions, actor=admin)
                 created += 1
+        return created
+
+    # --- calendar, SLA policies, rules, routing --------------------------------------------
+    def _seed_sla(self, users: dict[str, User]) -> int:
+        """The "Prague office" calendar (the default when there is none) and the SLA policies
+        "VIP" (first) and "Standard" (every other ticket), each created once, by name."""
+        from helpdesk.actions.calendars import do_save_calendar
+        from helpdesk.actions.sla import do_move_sla_policy, do_save_sla_policy
+        from helpdesk.models import BusinessCalendar, SlaPolicy
+
+        admin = users["admin"]
+        created = 0
+        calendar = BusinessCalendar.objects.filter(name=DEMO_CALENDAR).first()
+        if calendar is None:
+            calendar = do_save_calendar(
+                None,
+                name=DEMO_CALENDAR,
+                time_zone=DEMO_CALENDAR_ZONE,
+                hours=DEMO_CALENDAR_HOURS,
+                holidays=DEMO_HOLIDAYS,
+                is_default=not BusinessCalendar.objects.filter(is_default=True).exists(),
+                actor=admin,
+            )
+            created += 1
+        escalate = [
+            {
+                "on": "breach",
+                "metric": "any",
+                "actions": [{"type": "notify", "value": {"to": "team", "text": "An SLA target was missed."}}],
+            }
+        ]
+        vip = SlaPolicy.objects.filter(name="VIP").first()
+        if vip is None:
+            any_of: list[dict[str, Any]] = [{"field": "tags", "op": "includes_any", "value": [DEMO_VIP_TAG]}]
+            organization = Organization.objects.filter(name=DEMO_ORGANIZATION).first()
+            if organization is not None:
+                any_of.append({"field": "customer.organization", "op": "is", "value": organization.pk})
+            vip = do_save_sla_policy(
+                None,
+                name="VIP",
+                description=f"Tagged “{DEMO_VIP_TAG}” or from {DEMO_ORGANIZATION}: faster answers, around the clock "
+                "for high and urgent.",
+                conditions={"any": any_of},
+                calendar=calendar,
+                targets=DEMO_SLA_VIP,
+                warn_before_minutes=10,
+                escalations=[
+                    *escalate,
+                    {"on": "warning", "metric": "any", "actions": [{"type": "priority", "value": 4}]},
+                ],
+                is_active=True,
+                actor=admin,
+            )
+            created += 1
+        if not SlaPolicy.objects.filter(name="Standard").exists():
+            do_save_sla_policy(
+                None,
+                name="Standard",
+                description="Every other ticket, in the Prague office's business hours (urgent: every hour).",
+                conditions={},
+                calendar=calendar,
+                targets=DEMO_SLA_STANDARD,
+                warn_before_minutes=30,
+                escalations=escalate,
+                is_active=True,
+                actor=admin,
+            )
+            created += 1
+        if SlaPolicy.objects.filter(position__lt=vip.position).exists():
+            do_move_sla_policy(vip, position=0, actor=admin)
+        return created
+
+    def _process_demo_changes(self) -> None:
+        """Run the change processor now on every demo ticket it has not seen (SLA clocks from
+        the seeded history), before the rules exist: they are for new work, not for the demo's
+        month of history (no auto-replies to old tickets when the server first sweeps)."""
+        from django.db.models import F
+
+        from helpdesk.changes import process_ticket_changes
+
+        pending = Ticket.objects.filter(
+            inbox__slug__in=[DEMO_INBOX_SLUG, DEMO_EMAIL_INBOX_SLUG, DEMO_CHAT_INBOX_SLUG],
+            changes_seq__lt=F("last_event_seq"),
+        )
+        for ticket_id in pending.order_by("id").values_list("id", flat=True):
+            process_ticket_changes(ticket_id)
+
+    def _seed_rules(self, users: dict[str, User]) -> int:
+        """The demo triggers, the time rule, the routing rule (with round robin in Support), each
+        created once, by name."""
+        from helpdesk.actions.routing import do_save_routing_rule, do_set_team_routing
+        from helpdesk.actions.rules import do_save_rule
+        from helpdesk.models import BusinessCalendar, RoutingMode, RoutingRule, Rule, RuleKind
+
+        admin = users["admin"]
+        teams = {t.name: t for t in Team.objects.filter(name__in=TEAMS)}
+        calendar = BusinessCalendar.objects.filter(name=DEMO_CALENDAR).first()
+        created = 0
+
+        def rule(kind: str, name: str, **fields: Any) -> None:
+            nonlocal created
+            if not Rule.objects.filter(kind=kind, name=name).exists():
+                do_save_rule(None, kind=kind, name=name, actor=admin, **fields)
+                created += 1
+
+        closed = {"field": "within_business_hours", "op": "is", "value": False}
+        if calendar is not None:
+            closed["calendar"] = calendar.pk
+        rule(
+            RuleKind.TRIGGER,
+            DEMO_TRIGGER_AFTER_HOURS,
+            description="A new ticket outside the Prague office's hours is told when to expect an answer.",
+            events=["created"],
+            conditions={"all": [closed, {"field": "channel", "op": "is_not", "value": "chat"}]},
+            actions=[
+                {
+                    "type": "reply",
+                    "value": "Hi {{ customer.first_name }},\n\nthanks for your message (ticket #{{ ticket.number }}). "
+                    "Our office is open Monday to Friday, 9:00–17:00 Prague time; we will answer you on the "
+                    "next business day.\n\nSwitchboard support",
+                }
+            ],
+        )
+        if "Tier 2" in teams:
+            tier2 = teams["Tier 2"].pk
+            rule(
+                RuleKind.TRIGGER,
+                DEMO_TRIGGER_URGENT,
+                description="Urgent tickets go to Tier 2 (when created urgent or raised to urgent).",
+                events=["created", "priority_changed"],
+                conditions={
+                    "all": [
+                        {"field": "priority", "op": "is", "value": 4},
+                        {"field": "team", "op": "is_not", "value": tier2},
+                    ]
+                },
+                actions=[{"type": "team", "value": tier2}, {"type": "add_tags", "value": ["urgent"]}],
+            )
+        rule(
+            RuleKind.TIME,
+            DEMO_TIME_RULE,
+            description="Ask the customer once when a ticket has waited for them for two days "
+            f"(tag “{DEMO_REMINDED_TAG}”).",
+            conditions={
+                "all": [
+                    {"field": "status", "op": "is", "value": "pending"},
+                    {"field": "status_changed", "op": "greater_than", "value": 47},
+                    {"field": "tags", "op": "includes_none", "value": [DEMO_REMINDED_TAG]},
+                ]
+            },
+            actions=[
+                {
+                    "type": "reply",
+                    "value": "Hi {{ customer.first_name }},\n\njust checking in on ticket #{{ ticket.number }}: "
+                    "do you still need our help? Reply to this message and we will pick it up.",
+                },
+                {"type": "add_tags", "value": [DEMO_REMINDED_TAG]},
+            ],
+        )
+        if "Billing" in teams and not RoutingRule.objects.filter(name=DEMO_ROUTING_RULE).exists():
+            do_save_routing_rule(
+                None,
+                name=DEMO_ROUTING_RULE,
+                inbox=None,
+                conditions={
+                    "any": [
+                        {"field": "subject", "op": "contains", "value": word}
+                        for word in ("invoice", "refund", "faktura", "счёт")
+                    ]
+                },
+                team=teams["Billing"],
+                is_active=True,
+                actor=admin,
+            )
+            created += 1
+            # With the routing rule, once: an admin who switches Support back to manual keeps it so.
+            support = teams.get(DEMO_ROUND_ROBIN_TEAM)
+            if support is not None and support.routing == RoutingMode.MANUAL:
+                do_set_team_routing(
+                    support,
+                    routing=RoutingMode.ROUND_ROBIN,
+                    reassign_offline=True,
+                    skills_timeout_minutes=None,
+                    actor=admin,
+                )
         return created
 
     # --- content ----------------------------------------------------------------------------
@@ -1023,7 +1289,11 @@ class Command(BaseCommand):
         now = timezone.now()
         teams = {t.name: t for t in Team.objects.filter(name__in=TEAMS)}
         inbox = Inbox.objects.filter(slug=DEMO_EMAIL_INBOX_SLUG).first()
-        if inbox is None:
+        if inbox is not None:
+            # A rerun rebuilds the mails at the first run's times (the inbox was backdated by
+            # EMAIL_INBOX_AGE from then): the same bytes, so the same dedupe keys, so nothing new.
+            now = inbox.created_at + EMAIL_INBOX_AGE
+        else:
             inbox, _secrets = do_create_inbox(
                 kind="email",
                 name=DEMO_EMAIL_INBOX_NAME,
@@ -1031,7 +1301,7 @@ class Command(BaseCommand):
                 values={"address": DEMO_EMAIL_ADDRESS, "auto_ack": False},
                 team=teams["Support"],
             )
-            _backdate(now, now - timedelta(days=31))
+            _backdate(now, now - EMAIL_INBOX_AGE)
         new = 0
         for demo in sorted(DEMO_MAILS, key=lambda d: -d.days_ago):
             when = now - timedelta(days=demo.days_ago)
