@@ -3,8 +3,9 @@
 1. A new ticket (a change with a `created` event; change-processor step 1, `route_new_ticket`)
    goes to the team of the first active RoutingRule, in `position` order, whose inbox (any,
    when empty) and conditions (helpdesk/conditions.py) match; without a match the inbox's team
-   stays. The rules are cached per process, keyed by a version in Django's cache that every
-   save, delete and move changes: a change with no rules costs no query.
+   stays. The rules are cached per process (helpdesk/config_cache.py), keyed by a version in
+   Django's cache that every save, delete and move changes, and re-read at least once a
+   minute: a change with no rules costs no query.
 2. After every change (step 4, `queue_for_routing`) the ticket is queued (`queued_at`) when it
    is eligible: its team routes (round robin or least loaded), status new or open, nobody
    assigned, not a live chat (chats have their router: helpdesk/actions/chats.py). Anything
@@ -31,14 +32,11 @@ exceed capacity: only routing respects it.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, F, Max
 from django.utils import timezone
@@ -55,6 +53,7 @@ from helpdesk.assignment import (
     normalize_language,
     presences_for,
 )
+from helpdesk.config_cache import VersionedCache
 from helpdesk.models import (
     AgentProfile,
     Presence,
@@ -91,9 +90,6 @@ MAX_LANGUAGES = 20
 MAX_SKILLS_TIMEOUT_MINUTES = 7 * 24 * 60
 
 _VERSION_KEY = "routing:rules:version"
-# A process re-reads the rules at least this often even if it missed a version change
-# (a rule written without these actions, e.g. in the Django admin).
-_LOCAL_TTL_SECONDS = 60.0
 
 
 class InvalidRoutingRule(ValueError):
@@ -127,40 +123,30 @@ class _Rule:
         return bool(self.conditions.get("all") or self.conditions.get("any"))
 
 
-_local: dict[str, Any] = {"version": None, "rules": (), "loaded": 0.0}
+def _load_active_rules() -> tuple[_Rule, ...]:
+    return tuple(
+        _Rule(id=r.pk, inbox_id=r.inbox_id, team_id=r.team_id, conditions=r.conditions or {})
+        for r in RoutingRule.objects.filter(is_active=True).order_by("position", "id")
+    )
+
+
+# Per process, under _VERSION_KEY (helpdesk/config_cache.py; re-read at least every 60 s).
+_local: VersionedCache[tuple[_Rule, ...]] = VersionedCache(_VERSION_KEY, _load_active_rules)
 
 
 def _rules_version() -> str:
-    version = cache.get(_VERSION_KEY)
-    if version is None:
-        # A random first version: a process never mistakes another cache's numbering for its own.
-        cache.add(_VERSION_KEY, uuid.uuid4().hex, None)
-        version = cache.get(_VERSION_KEY)
-    return str(version)
+    return _local.version() or ""
 
 
 def _bump_rules_version() -> None:
     """Every process reloads the rules; again after commit, so a process that read the old rows
     between this write and its commit reloads once more."""
-
-    def bump() -> None:
-        cache.set(_VERSION_KEY, uuid.uuid4().hex, None)
-
-    bump()
-    after_commit(bump)
+    _local.changed()
 
 
 def active_rules() -> tuple[_Rule, ...]:
     """The active routing rules in order (no query while the cached version holds)."""
-    version = _rules_version()
-    if _local["version"] == version and time.monotonic() - _local["loaded"] < _LOCAL_TTL_SECONDS:
-        return tuple(_local["rules"])
-    rules = tuple(
-        _Rule(id=r.pk, inbox_id=r.inbox_id, team_id=r.team_id, conditions=r.conditions or {})
-        for r in RoutingRule.objects.filter(is_active=True).order_by("position", "id")
-    )
-    _local.update(version=version, rules=rules, loaded=time.monotonic())
-    return rules
+    return _local.get()
 
 
 def route_new_ticket(ticket: Ticket, events: list[TicketEvent]) -> Ticket:

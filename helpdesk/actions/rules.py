@@ -15,16 +15,16 @@ over), one transaction per ticket. A time rule must hold a
 condition its own actions make false, so it fires once per ticket, not every hour for ever;
 `do_save_rule` refuses one that does not.
 
-The active rules are cached in each process, keyed by a version number in Django's cache that
-every save, delete and move changes (at once and again after commit), so a change made in one
-process is seen by all: a ticket change with no triggers costs no query.
+The active rules are cached in each process (helpdesk/config_cache.py), keyed by a version in
+Django's cache that every save, delete and move changes (at once and again after commit), and
+reloaded at least once a minute, so a change made in one process is seen by all: a ticket
+change with no triggers costs no query.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +37,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from helpdesk.conditions import EVENT_CHOICES, FIELDS, event_happened
+from helpdesk.config_cache import VersionedCache
 from helpdesk.models import Rule, RuleKind, Ticket, TicketEvent, TicketEventType, TicketStatus, WebhookCall
 from helpdesk.models.rule import WebhookCallStatus
 from helpdesk.permissions import require_settings_admin
@@ -102,39 +103,31 @@ class InvalidRule(ValueError):
 # --- the cached list of active rules --------------------------------------------------------------
 
 
-class _RuleCache:
-    version: str | None = None
-    by_kind: dict[str, list[Rule]] = {}
+def _load_active_rules() -> dict[str, list[Rule]]:
+    by_kind: dict[str, list[Rule]] = {RuleKind.TRIGGER: [], RuleKind.TIME: []}
+    for rule in Rule.objects.filter(is_active=True).order_by("kind", "position", "id"):
+        by_kind.setdefault(rule.kind, []).append(rule)
+    return by_kind
 
 
-_cached = _RuleCache()
+# Per process, under VERSION_KEY (helpdesk/config_cache.py).
+_cached: VersionedCache[dict[str, list[Rule]]] = VersionedCache(VERSION_KEY, _load_active_rules)
 
 
 def rules_version() -> str:
     """The version of the rules in Django's cache (made up when the cache lost it)."""
-    version = cache.get(VERSION_KEY)
-    if version is None:
-        cache.add(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-        version = cache.get(VERSION_KEY) or ""
-    return str(version)
+    return _cached.version() or ""
 
 
 def bump_rules_version() -> None:
     """Every process reloads its rules: now, and once more after commit (a process that reloaded
     in between read the rules before the commit)."""
-    cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None)
-    transaction.on_commit(lambda: cache.set(VERSION_KEY, uuid.uuid4().hex, timeout=None), robust=True)
+    _cached.changed()
 
 
 def active_rules(kind: str) -> list[Rule]:
     """The active rules of one kind in their order; one query when the version changed, else none."""
-    version = rules_version()
-    if _cached.version != version:
-        by_kind: dict[str, list[Rule]] = {RuleKind.TRIGGER: [], RuleKind.TIME: []}
-        for rule in Rule.objects.filter(is_active=True).order_by("kind", "position", "id"):
-            by_kind.setdefault(rule.kind, []).append(rule)
-        _cached.by_kind, _cached.version = by_kind, version
-    return _cached.by_kind.get(kind, [])
+    return _cached.get().get(kind, [])
 
 
 # --- saving -----------------------------------------------------------------------------------

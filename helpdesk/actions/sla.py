@@ -24,7 +24,6 @@ docs/sla.md is the user's page; helpdesk/sla.py holds the pure arithmetic and th
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from helpdesk import sla
+from helpdesk.config_cache import VersionedCache
 from helpdesk.events import PendingEvents, SlaApplied, SlaBreached, SlaFulfilled, SlaWarning
 from helpdesk.models import (
     Notification,
@@ -59,11 +59,10 @@ logger = logging.getLogger(__name__)
 METRIC_TARGET_KEYS = sla.METRIC_TARGET_KEYS
 PAUSE_TABLE = sla.PAUSE_TABLE
 
-# The policy list is cached per process under a version number kept in Django's cache, so a
-# ticket change costs no query for it; every save, delete and move bumps the version (after
-# commit, so no process caches the old list under the new number).
+# The policy list (with each policy's calendar) is cached per process under a version kept in
+# Django's cache (helpdesk/config_cache.py), so a ticket change costs no query for it; every save,
+# delete and move (and calendar edit) bumps the version now and again after commit.
 _VERSION_KEY = "sla:policies:version"
-_policies_cache: tuple[str | None, list[SlaPolicy]] = (None, [])
 
 ESCALATION_ON = ("warning", "breach")
 MAX_WARN_BEFORE_MINUTES = 7 * 24 * 60
@@ -78,31 +77,24 @@ class InvalidPolicy(ValueError):
 # --- the policy list ------------------------------------------------------------------------
 
 
+def _load_active_policies() -> list[SlaPolicy]:
+    return list(SlaPolicy.objects.filter(is_active=True).select_related("calendar").order_by("position", "id"))
+
+
+_policies_cache: VersionedCache[list[SlaPolicy]] = VersionedCache(_VERSION_KEY, _load_active_policies)
+
+
 def policies_changed() -> None:
     """Bump the policy list's version now and again once the transaction commits: this process
     sees its own change at once, and a process that reloaded the list before the commit (the old
     rows, under the first new number) reloads it after. Calendar edits call it too: the cached
     policies carry their calendar."""
-
-    def bump() -> None:
-        cache.set(_VERSION_KEY, uuid.uuid4().hex, None)
-
-    bump()
-    after_commit(bump)
+    _policies_cache.changed()
 
 
 def active_policies() -> list[SlaPolicy]:
     """The active policies in order (cached per process; no query while nothing changed)."""
-    global _policies_cache
-    version = cache.get(_VERSION_KEY)
-    if version is None:
-        cache.add(_VERSION_KEY, uuid.uuid4().hex, None)
-        version = cache.get(_VERSION_KEY)
-    cached_version, policies = _policies_cache
-    if version is None or cached_version != version:
-        policies = list(SlaPolicy.objects.filter(is_active=True).select_related("calendar").order_by("position", "id"))
-        _policies_cache = (version, policies)
-    return policies
+    return _policies_cache.get()
 
 
 def policy_for(ticket: Ticket) -> SlaPolicy | None:
