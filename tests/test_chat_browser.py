@@ -468,7 +468,12 @@ class Visitor:
 
     def close(self) -> None:
         # A tab closing sends its websockets' close frames ("going away"); Playwright does not
-        # close the server side of a routed socket with the context, so the test does.
+        # close the server side of a routed socket with the context, so the test does. New
+        # sockets are refused first: closing a route's server side closes its page side too, the
+        # widget reconnects at once, and a route opened while the context closes would stay
+        # connected to the server (a visitor "there" until CONNECTION_TTL_SECONDS).
+        self.network.blocked = True
+        self.page.close()
         for _page_side, server_side in self.network.routes:
             server_side.close(code=1001, reason="page closed")
         self.network.routes.clear()
