@@ -24,6 +24,9 @@ docs/sla.md is the user's page; helpdesk/sla.py holds the pure arithmetic and th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,22 @@ if TYPE_CHECKING:
     from helpdesk.models import BusinessCalendar, User
 
 logger = logging.getLogger(__name__)
+
+# Set while tickets' past is being replayed (the demo's seeded history, an import): the
+# targets that past missed are recorded as breaches, but nobody is notified and no escalation
+# runs for them — they are history, not work to act on now.
+_replaying_history: ContextVar[bool] = ContextVar("sla_replaying_history", default=False)
+
+
+@contextmanager
+def replaying_history() -> Iterator[None]:
+    """Process tickets' recorded past: breaches are kept, their notifications and escalations
+    are not run (seed_demo; importers of other helpdesks' tickets)."""
+    token = _replaying_history.set(True)
+    try:
+        yield
+    finally:
+        _replaying_history.reset(token)
 
 METRIC_TARGET_KEYS = sla.METRIC_TARGET_KEYS
 PAUSE_TABLE = sla.PAUSE_TABLE
@@ -856,7 +875,10 @@ def do_fire_sla_clock(clock_id: int, *, now: datetime | None = None) -> str:
 
 
 def _after_moment(ticket: Ticket, clock: SlaClock, kind: str) -> Ticket:
-    """Notify (the assignee, else the team's agents) and run the policy's escalation steps."""
+    """Notify (the assignee, else the team's agents) and run the policy's escalation steps
+    (neither while replaying history: `replaying_history`)."""
+    if _replaying_history.get():
+        return ticket
     _notify(ticket, clock, kind)
     policy = clock.policy
     if policy is None:
