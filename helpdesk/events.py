@@ -229,6 +229,46 @@ class SlaFulfilled(EventPayload):
     seconds: float
 
 
+@dataclass(frozen=True)
+class CallLogged(EventPayload):
+    """A call on the ticket: reported by a voice inbox, or logged by an agent (`manual`)."""
+
+    type = TicketEventType.CALL_LOGGED
+    call_id: int
+    direction: str
+    status: str
+    manual: bool = False
+
+
+@dataclass(frozen=True)
+class CallUpdated(EventPayload):
+    """A call's status, duration or recording moved on (callbacks after the first)."""
+
+    type = TicketEventType.CALL_UPDATED
+    call_id: int
+    old_status: str
+    new_status: str
+
+
+@dataclass(frozen=True)
+class MessageEdited(EventPayload):
+    """The customer edited a message on their channel (e.g. Telegram); the message's
+    `metadata["edits"]` keeps the earlier texts."""
+
+    type = TicketEventType.MESSAGE_EDITED
+    message_id: int
+
+
+@dataclass(frozen=True)
+class MessageReacted(EventPayload):
+    """A reaction to a message (WhatsApp, Messenger, Instagram); an empty `emoji` removes it."""
+
+    type = TicketEventType.MESSAGE_REACTED
+    message_id: int
+    emoji: str
+    by: str = "customer"
+
+
 EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
     cls.type.value: cls
     for cls in (
@@ -255,6 +295,10 @@ EVENT_PAYLOADS: dict[str, type[EventPayload]] = {
         SlaWarning,
         SlaBreached,
         SlaFulfilled,
+        CallLogged,
+        CallUpdated,
+        MessageEdited,
+        MessageReacted,
     )
 }
 

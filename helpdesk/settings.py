@@ -431,6 +431,21 @@ if SITE_IS_HTTPS:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Health probes come from inside the deployment over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# --- messaging and voice channels (docs/channels.md) --------------------------------------------
+# Each provider's block below; the per-inbox credentials live on the inbox (its settings and
+# secrets), these are the process-wide limits and timings.
+# Media a provider hands us (MMS, WhatsApp and Telegram files, call recordings): the largest
+# file fetched (a larger one is listed on the message, not stored) and the timeout of every
+# call to a provider's API.
+CHANNEL_MEDIA_MAX_BYTES = env.int("CHANNEL_MEDIA_MAX_BYTES", default=25 * 1024 * 1024)
+CHANNEL_HTTP_TIMEOUT_SECONDS = env.float("CHANNEL_HTTP_TIMEOUT_SECONDS", default=10.0)
+# [twilio]
+# [meta]
+# [telegram]
+# [voice]
+# [web_form]
+# [channels-end]
+
 # Behind the deployment's reverse proxy (deploy/nginx.conf): trust its X-Forwarded-* headers.
 BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
 if BEHIND_PROXY:

@@ -12,7 +12,14 @@ from django.utils import timezone
 
 from channels_inbox.actions.delivery import do_apply_delivery_status
 from channels_inbox.actions.receive import retry_delay
-from channels_inbox.adapters.base import BadPayload, DeliveryStatusUpdate, IdentityRef, InboundMessage, InboundSender
+from channels_inbox.adapters.base import (
+    BadPayload,
+    ChannelEvent,
+    DeliveryStatusUpdate,
+    IdentityRef,
+    InboundMessage,
+    InboundSender,
+)
 from channels_inbox.models import InboundEvent, InboundEventStatus, Inbox
 from customers.actions.resolve import do_resolve_customers, find_customers
 from customers.models import Customer
@@ -108,6 +115,9 @@ def _process_batch(event_id: int, size: int, claimed: list[int]) -> str:
             elif isinstance(parsed, DeliveryStatusUpdate):
                 if not do_apply_delivery_status(inbox, parsed):
                     # About a message we never sent, or not a step forward: kept, changes nothing.
+                    event.status = InboundEventStatus.IGNORED
+            elif isinstance(parsed, ChannelEvent):
+                if not parsed.apply(inbox, event):
                     event.status = InboundEventStatus.IGNORED
             else:
                 event.status = InboundEventStatus.IGNORED

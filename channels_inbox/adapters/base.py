@@ -9,6 +9,12 @@ An adapter is three functions plus its quirks:
   `DeliveryStatusUpdate`, or None for an event that carries no message);
 - `send(inbox, outbound)` — deliver an outbound message, return the provider's id.
 
+And, where a provider needs them: `handshake` (a GET the provider sends to check the URL,
+e.g. Meta's hub.challenge), `webhook_reply` (the body the provider expects back, e.g.
+Twilio's TwiML), `reply_window` (when a free-form reply is allowed, e.g. WhatsApp's 24 h).
+`parse` may also return a `ChannelEvent`: something that changes what is stored (an edit,
+a reaction, a read watermark, a call's status) without being a new message.
+
 Adding a channel adds an adapter and registers it; the ticketing core does not change.
 """
 
@@ -21,7 +27,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from channels_inbox.models import Inbox, OutboundDelivery
+    from channels_inbox.models import InboundEvent, Inbox, OutboundDelivery
+    from helpdesk.models import Ticket
 
 
 class SignatureError(Exception):
@@ -121,6 +128,54 @@ class DeliveryStatusUpdate:
     occurred_at: datetime | None = None
 
 
+class ChannelEvent:
+    """A parsed item that is not a new message: an edit, a reaction, a read watermark, a
+    call's status. `apply` makes the change through the actions, inside the transaction that
+    marks the stored event processed, and returns False when it changes nothing (the event is
+    then kept as ignored: about a message we do not have, or not a step forward)."""
+
+    def apply(self, inbox: Inbox, event: InboundEvent) -> bool:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """The HTTP answer a provider expects (a handshake's challenge, TwiML, ...)."""
+
+    status: int = 200
+    content_type: str = "text/plain; charset=utf-8"
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class WindowOption:
+    """A way to reach the customer while the window is closed: an approved template
+    (`kind="template"`, WhatsApp) or a message tag (`kind="tag"`, e.g. HUMAN_AGENT)."""
+
+    kind: str
+    name: str
+    label: str = ""
+    language: str = ""
+    # The template's text with {{1}}, {{2}}... placeholders, for the composer's preview.
+    body: str = ""
+    params: int = 0
+
+
+@dataclass(frozen=True)
+class ReplyWindow:
+    """Whether a free-form reply may go out now on this inbox to this ticket's customer.
+
+    `open`: it may; `closes_at`: until when (None: no end known). When closed, `reason` says
+    why in words an agent understands, and `options` lists what may still be sent. A reply
+    that chooses an option carries it in its message's metadata: `{"template": {"name",
+    "language", "params": [...]}}` or `{"tag": "HUMAN_AGENT"}`."""
+
+    open: bool
+    closes_at: datetime | None = None
+    reason: str = ""
+    options: tuple[WindowOption, ...] = ()
+
+
 @dataclass
 class RawItem:
     """One item of a webhook request, to be stored as one InboundEvent."""
@@ -182,8 +237,20 @@ class ChannelAdapter:
 
     def parse(
         self, inbox: Inbox, raw: bytes, headers: Mapping[str, str]
-    ) -> InboundMessage | DeliveryStatusUpdate | None:
+    ) -> InboundMessage | DeliveryStatusUpdate | ChannelEvent | None:
         raise NotImplementedError
+
+    def handshake(self, inbox: Inbox, request: WebhookRequest) -> WebhookReply | None:
+        """Answer a GET to the webhook URL (a provider checking it); None: 405."""
+        return None
+
+    def webhook_reply(self, inbox: Inbox, request: WebhookRequest, stored: int, duplicates: int) -> WebhookReply | None:
+        """The answer to a verified, stored POST (None: the JSON count of stored items)."""
+        return None
+
+    def reply_window(self, inbox: Inbox, ticket: Ticket) -> ReplyWindow | None:
+        """When this inbox may send a free-form reply to the ticket's customer (None: always)."""
+        return None
 
     def send(self, inbox: Inbox, delivery: OutboundDelivery) -> SendResult:
         raise NotImplementedError

@@ -6,11 +6,11 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from channels_inbox.actions.receive import do_receive_webhook
-from channels_inbox.adapters.base import BadPayload, PayloadTooLarge, SignatureError, WebhookRequest
+from channels_inbox.adapters.base import BadPayload, PayloadTooLarge, SignatureError, WebhookReply, WebhookRequest
 from channels_inbox.models import Inbox
 
 logger = logging.getLogger(__name__)
@@ -21,11 +21,9 @@ def _error(status: int, message: str) -> JsonResponse:
 
 
 @csrf_exempt  # authenticated by the provider's signature instead
-def webhook(request: HttpRequest, provider: str, inbox_uuid: str) -> JsonResponse:
-    if request.method != "POST":
-        response = _error(405, "POST only")
-        response["Allow"] = "POST"
-        return response
+def webhook(request: HttpRequest, provider: str, inbox_uuid: str) -> HttpResponse:
+    if request.method not in ("POST", "GET"):
+        return _not_allowed()
     try:
         public_id = uuid.UUID(inbox_uuid)
     except ValueError:
@@ -33,18 +31,16 @@ def webhook(request: HttpRequest, provider: str, inbox_uuid: str) -> JsonRespons
     inbox = Inbox.objects.filter(uuid=public_id, kind=provider, is_active=True).first()
     if inbox is None or not inbox.adapter.accepts_webhooks:
         return _error(404, "no such inbox")
+    if request.method == "GET":
+        # A provider checking the URL (Meta's verify handshake); nothing is stored.
+        answer = inbox.adapter.handshake(inbox, _hook(request, b""))
+        return _reply(answer) if answer is not None else _not_allowed()
     limit = inbox.adapter.max_body_bytes or settings.WEBHOOK_MAX_BODY_BYTES
     try:
         body = _read_body(request, limit)
     except PayloadTooLarge as exc:
         return _error(413, str(exc))
-    hook = WebhookRequest(
-        method=request.method,
-        url=settings.SITE_URL + request.get_full_path(),
-        body=body,
-        headers={k.lower(): v for k, v in request.headers.items()},
-        query=request.GET.dict(),
-    )
+    hook = _hook(request, body)
     try:
         result = do_receive_webhook(inbox, hook)
     except SignatureError as exc:
@@ -52,7 +48,31 @@ def webhook(request: HttpRequest, provider: str, inbox_uuid: str) -> JsonRespons
         return _error(403, "invalid signature")
     except BadPayload as exc:
         return _error(400, str(exc))
+    answer = inbox.adapter.webhook_reply(inbox, hook, result.stored, result.duplicates)
+    if answer is not None:
+        return _reply(answer)
     return JsonResponse({"stored": result.stored, "duplicates": result.duplicates})
+
+
+def _hook(request: HttpRequest, body: bytes) -> WebhookRequest:
+    return WebhookRequest(
+        method=request.method or "POST",
+        # The public URL the provider called (Twilio signs it): SITE_URL, never the Host header.
+        url=settings.SITE_URL + request.get_full_path(),
+        body=body,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=request.GET.dict(),
+    )
+
+
+def _reply(answer: WebhookReply) -> HttpResponse:
+    return HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+
+
+def _not_allowed() -> JsonResponse:
+    response = _error(405, "POST only")
+    response["Allow"] = "POST"
+    return response
 
 
 def _read_body(request: HttpRequest, limit: int) -> bytes:

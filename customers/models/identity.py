@@ -25,6 +25,9 @@ class Identity(models.Model):
     # As the channel sent it, before normalization (kept for display and audits).
     raw_value = models.CharField(max_length=320, blank=True)
     verified = models.BooleanField(default=False)
+    # The customer texted STOP (or another opt-out keyword) to this number: nothing more is
+    # sent to it by SMS until they text START. Set and cleared by the SMS channel.
+    opted_out_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

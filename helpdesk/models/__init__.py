@@ -1,5 +1,6 @@
 from helpdesk.models.agent import AgentProfile, Presence, Role, Team, User
 from helpdesk.models.calendar import BusinessCalendar
+from helpdesk.models.call import CALL_STATUS_RANK, Call, CallDirection, CallStatus
 from helpdesk.models.canned import CannedResponse
 from helpdesk.models.event import TicketEvent, TicketEventType
 from helpdesk.models.macro import Macro
@@ -12,10 +13,14 @@ from helpdesk.models.sla import SlaClock, SlaClockState, SlaMetric, SlaPolicy
 from helpdesk.models.ticket import Priority, Tag, Ticket, TicketCC, TicketStatus
 
 __all__ = [
+    "CALL_STATUS_RANK",
     "DELIVERY_RANK",
     "AgentProfile",
     "Attachment",
     "BusinessCalendar",
+    "Call",
+    "CallDirection",
+    "CallStatus",
     "CannedResponse",
     "DeliveryStatus",
     "Direction",

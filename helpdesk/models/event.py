@@ -30,6 +30,10 @@ class TicketEventType(models.TextChoices):
     SLA_WARNING = "sla_warning", "SLA deadline soon"
     SLA_BREACHED = "sla_breached", "SLA deadline missed"
     SLA_FULFILLED = "sla_fulfilled", "SLA target met"
+    CALL_LOGGED = "call_logged", "Call logged"
+    CALL_UPDATED = "call_updated", "Call updated"
+    MESSAGE_EDITED = "message_edited", "Message edited by its sender"
+    MESSAGE_REACTED = "message_reacted", "Reaction to a message"
 
 
 class TicketEvent(models.Model):

@@ -76,6 +76,13 @@ class Message(models.Model):
         indexes = [
             # The ticket timeline, in order.
             models.Index(fields=["ticket", "created_at", "id"], name="message_ticket_time_idx"),
+            # A messaging channel's customer-service window (channels_inbox/window.py): the
+            # customer's latest message to an inbox.
+            models.Index(
+                fields=["inbox", "author_customer", "-created_at"],
+                condition=models.Q(direction="inbound"),
+                name="message_window_idx",
+            ),
             # Desk search: messages containing the query's words (PostgreSQL only, see migrations).
             GinIndex(fields=["search_vector"], name="message_search_idx"),
         ]
