@@ -15,11 +15,21 @@ from django.test import Client
 from helpdesk.celery import app as celery_app
 
 
+# Fixtures that start a server of their own in the embedded mode (SQLite, in-process Celery,
+# no Redis: tests/test_run_modes.py embedded_env), whatever the suite's own database: the tests
+# using them run the same in both modes. They get the marker `own_server`, so CI can run them
+# once (.ci/run: in the PostgreSQL + Redis pass, not again in the embedded one).
+OWN_SERVER_FIXTURES = frozenset({"desk", "desk_with_macro", "canned_desk", "embedded_server"})
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     on_postgres = settings.DB_VENDOR == "postgresql"
     skip_pg = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)")
     skip_redis = pytest.mark.skip(reason="needs Redis (set REDIS_URL)")
+    own_server = pytest.mark.own_server
     for item in items:
+        if OWN_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(own_server)
         if "postgres" in item.keywords and not on_postgres:
             item.add_marker(skip_pg)
         if "redis" in item.keywords and not settings.REDIS_URL:
