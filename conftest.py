@@ -14,7 +14,6 @@ from django.test import Client
 
 from helpdesk.celery import app as celery_app
 
-
 # Fixtures that start a server of their own in the embedded mode (SQLite, in-process Celery,
 # no Redis: tests/test_run_modes.py embedded_env), whatever the suite's own database: the tests
 # using them run the same in both modes. They get the marker `own_server`, so CI can run them

@@ -45,6 +45,13 @@ def form_params(body: bytes) -> dict[str, list[str]]:
     return params
 
 
+class MultiValue(dict[str, list[str]]):
+    """Form parameters with every value of a repeated key, readable by twilio's validator."""
+
+    def getlist(self, name: str) -> list[str]:
+        return list(self[name])
+
+
 def verify_twilio_signature(auth_token: str, request: WebhookRequest) -> None:
     """Raise SignatureError unless Twilio signed this request with `auth_token`."""
     signature = request.header(SIGNATURE_HEADER)
@@ -63,8 +70,9 @@ def verify_twilio_signature(auth_token: str, request: WebhookRequest) -> None:
             params = form_params(request.body)
         except BadPayload as exc:
             raise SignatureError(str(exc)) from exc
-        # The validator sorts names and, for a list, its values (what Twilio signs).
-        ok = validator.validate(request.url, params, signature)
+        # The validator sorts the names and each name's values (what Twilio signs); it reads
+        # repeated keys through `getlist`, as from Django's QueryDict.
+        ok = validator.validate(request.url, MultiValue(params), signature)
     if not ok:
         raise SignatureError("X-Twilio-Signature does not match")
 

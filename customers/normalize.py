@@ -60,3 +60,23 @@ def normalize_identity(kind: str, raw: str) -> str:
     if not value or len(value) > 320:
         raise InvalidIdentity(f"empty or oversized {kind} identity")
     return value
+
+
+def phone_variants(e164: str) -> list[str]:
+    """Other E.164 forms that are the same phone as `e164` (channel-specs §7), for matching only.
+
+    Brazil: mobiles carry a 9 after the two-digit area code (+55 11 9xxxx-xxxx), but WhatsApp
+    often sends the old form without it (+55 11 xxxx-xxxx). Each form yields the other; stored
+    numbers are never rewritten. Other countries: none."""
+    if not e164.startswith("+55"):
+        return []
+    national = e164[3:]
+    if not national.isdigit():
+        return []
+    area, rest = national[:2], national[2:]
+    if len(rest) == 9 and rest[0] == "9" and rest[1] in "6789":
+        return [f"+55{area}{rest[1:]}"]
+    if len(rest) == 8 and rest[0] in "6789":
+        # Only mobile ranges (6–9) had the 9 prepended; 2–5 are landlines with 8 digits.
+        return [f"+55{area}9{rest}"]
+    return []

@@ -440,10 +440,30 @@ if SITE_IS_HTTPS:
 CHANNEL_MEDIA_MAX_BYTES = env.int("CHANNEL_MEDIA_MAX_BYTES", default=25 * 1024 * 1024)
 CHANNEL_HTTP_TIMEOUT_SECONDS = env.float("CHANNEL_HTTP_TIMEOUT_SECONDS", default=10.0)
 # [twilio]
+# The most SMS a long reply is split into (each ≤ 1,600 characters, its own Twilio message);
+# a longer reply is refused rather than sent as a flood of texts.
+TWILIO_SMS_MAX_PARTS = env.int("TWILIO_SMS_MAX_PARTS", default=5)
 # [meta]
+# Graph API version used by the WhatsApp/Messenger/Instagram adapters when an inbox sets no
+# `graph_version` of its own (URLs like https://graph.facebook.com/<version>/...).
+META_GRAPH_VERSION = env.str("META_GRAPH_VERSION", default="v21.0")
 # [telegram]
+# Base URL of the Telegram Bot API (methods at <base>/bot<token>/<method>, files at
+# <base>/file/bot<token>/<path>); change it only for a self-hosted Bot API server or a fake.
+TELEGRAM_API_BASE = env.str("TELEGRAM_API_BASE", default="https://api.telegram.org").rstrip("/")
+# setWebhook's max_connections: how many updates Telegram sends at once (1–100).
+TELEGRAM_MAX_CONNECTIONS = env.int("TELEGRAM_MAX_CONNECTIONS", default=40)
 # [voice]
 # [web_form]
+# The help center's request form (/help/<slug>/new/): a form sent back sooner than this many
+# seconds after it was shown is refused as a bot's (the customer is asked to send it again).
+HELP_FORM_MIN_SECONDS = env.int("HELP_FORM_MIN_SECONDS", default=3)
+# A form shown longer ago than this is expired: shown again with the entered text kept.
+HELP_FORM_MAX_AGE_SECONDS = env.int("HELP_FORM_MAX_AGE_SECONDS", default=24 * 3600)
+# Form submissions per client address per hour; more get a 429 page (0: no limit).
+HELP_FORM_PER_IP_PER_HOUR = env.int("HELP_FORM_PER_IP_PER_HOUR", default=10)
+# Longest message (characters) a customer may send through the form.
+HELP_FORM_MAX_MESSAGE_CHARS = env.int("HELP_FORM_MAX_MESSAGE_CHARS", default=20000)
 # [channels-end]
 
 # Behind the deployment's reverse proxy (deploy/nginx.conf): trust its X-Forwarded-* headers.

@@ -8,5 +8,6 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("desk/", include(("helpdesk.desk_urls", "desk"), namespace="desk")),
+    path("help/", include("knowledge_base.urls")),
     path("", include("channels_inbox.urls")),
 ]

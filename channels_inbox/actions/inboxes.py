@@ -54,6 +54,9 @@ def do_create_inbox(
     values = dict(values or {})
     secret_names = {*adapter.generated_secrets, *adapter.secret_settings}
     secret_values = {k: str(values.pop(k)) for k in list(values) if k in secret_names}
+    missing = [name for name in adapter.required_secrets if not secret_values.get(name, "").strip()]
+    if missing:
+        raise ValueError(f"missing settings for {kind}: {', '.join(missing)}")
     clean = adapter.clean_settings(values)
     secrets = {**adapter.new_secrets(), **secret_values}
     with transaction.atomic():

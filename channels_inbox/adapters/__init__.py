@@ -23,4 +23,11 @@ def adapter_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from channels_inbox.adapters import api, chat, email  # noqa: E402,F401  (registers the built-in adapters)
+from channels_inbox.adapters import (  # noqa: E402,F401  (registers the built-in adapters)
+    api,
+    chat,
+    email,
+    telegram,
+    twilio,
+    web_form,
+)

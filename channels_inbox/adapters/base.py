@@ -215,6 +215,8 @@ class ChannelAdapter:
     # Settings an admin may set (`inbox create --set key=value`), with their help text.
     settings_help: ClassVar[dict[str, str]] = {}
     required_settings: ClassVar[tuple[str, ...]] = ()
+    # Secret settings an inbox of this kind cannot work without (checked when it is created).
+    required_secrets: ClassVar[tuple[str, ...]] = ()
     max_body_bytes: ClassVar[int | None] = None
 
     def new_secrets(self) -> dict[str, str]:

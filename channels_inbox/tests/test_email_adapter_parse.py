@@ -9,7 +9,7 @@ import pytest
 
 from channels_inbox.actions.inboxes import do_create_inbox
 from channels_inbox.adapters import get_adapter
-from channels_inbox.adapters.base import DeliveryStatusUpdate, InboundMessage
+from channels_inbox.adapters.base import ChannelEvent, DeliveryStatusUpdate, InboundMessage
 from channels_inbox.email import parse as parse_module
 from channels_inbox.email.tokens import reply_address
 from customers.models import IdentityKind
@@ -30,7 +30,9 @@ def raw(name: str) -> bytes:
 
 
 def parse(inbox: Any, data: bytes) -> InboundMessage | DeliveryStatusUpdate | None:
-    return get_adapter("email").parse(inbox, data, {})
+    parsed = get_adapter("email").parse(inbox, data, {})
+    assert not isinstance(parsed, ChannelEvent)
+    return parsed
 
 
 def test_plain_mail_becomes_an_inbound_message(inbox: Any) -> None:

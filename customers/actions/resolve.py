@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 
 from customers.models import Customer, Identity, IdentityKind, OrganizationDomain
+from customers.normalize import phone_variants
 from helpdesk.bulk import update_rows
 
 if TYPE_CHECKING:
@@ -107,7 +108,21 @@ def find_customers(senders: Sequence[InboundSender]) -> list[Customer | None]:
 
 
 def _owners(keys: set[Key]) -> dict[Key, Customer]:
-    return {(i.kind, i.value): i.customer for i in Identity.objects.filter(_any_of(keys)).select_related("customer")}
+    # A phone also matches its other written forms (Brazil's mobile 9, channel-specs §7): the
+    # stored identity keeps its value and the other form is not added as a second identity.
+    variant_of = {
+        (kind, variant): (kind, value)
+        for kind, value in keys
+        if kind == IdentityKind.PHONE
+        for variant in phone_variants(value)
+        if (kind, variant) not in keys
+    }
+    found = Identity.objects.filter(_any_of(keys | set(variant_of))).select_related("customer")
+    owners = {(i.kind, i.value): i.customer for i in found}
+    for variant, key in variant_of.items():
+        if variant in owners and key not in owners:
+            owners[key] = owners[variant]
+    return {key: customer for key, customer in owners.items() if key in keys}
 
 
 def _any_of(keys: set[Key] | list[Key]) -> Q:

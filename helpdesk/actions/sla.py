@@ -75,6 +75,7 @@ def replaying_history() -> Iterator[None]:
     finally:
         _replaying_history.reset(token)
 
+
 METRIC_TARGET_KEYS = sla.METRIC_TARGET_KEYS
 PAUSE_TABLE = sla.PAUSE_TABLE
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -80,6 +81,20 @@ MODELS = (
     Rule,
     RoutingRule,
 )
+
+
+# The messaging channels' inboxes are seeded by one test of their own (at the end); the others
+# count the demo's core content and run without them.
+CHANNEL_TESTS = {"test_the_channel_inboxes_are_seeded_once_from_signed_webhooks_without_network"}
+
+
+@pytest.fixture(autouse=True)
+def _without_channel_inboxes(request: Any) -> Iterator[None]:
+    # Its own patcher: tests that call monkeypatch.undo() keep this one.
+    with pytest.MonkeyPatch.context() as patch:
+        if request.node.name not in CHANNEL_TESTS:
+            patch.setattr(seed_demo, "DEMO_CHANNELS", ())
+        yield
 
 
 def row_counts() -> dict[str, int]:
@@ -465,3 +480,52 @@ def test_a_rerun_recreates_missing_configuration_and_keeps_an_admins_routing_cho
     assert SlaPolicy.objects.count() == 2
     assert BusinessCalendar.objects.count() == 1
     assert Team.objects.get(name="Support").routing == RoutingMode.MANUAL
+
+
+# --- messaging channels (issue 7) -------------------------------------------------------------
+
+
+def test_the_channel_inboxes_are_seeded_once_from_signed_webhooks_without_network(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    import respx
+
+    from bench import provider_webhooks as pw
+    from channels_inbox.adapters import adapter_kinds
+    from channels_inbox.models import InboundEventStatus
+
+    kinds = set(adapter_kinds())
+    expected = [c for c in seed_demo.DEMO_CHANNELS if c.kind in kinds]
+    # when: seeded (after-commit work included) with every outbound request refused
+    with respx.mock(assert_all_called=False) as router, django_capture_on_commit_callbacks(execute=True):
+        anything = router.route().respond(599)  # records any request (respx would otherwise just raise)
+        first = seed()
+    assert not anything.called, [str(call.request.url) for call in anything.calls]
+    # then: one inbox per registered channel kind, and none for the others
+    inboxes = {i.slug: i for i in Inbox.objects.filter(slug__in=seed_demo.DEMO_CHANNEL_SLUGS)}
+    assert set(inboxes) == {c.slug for c in expected}
+    texts = {text for _who, text in seed_demo.DEMO_CHANNEL_MESSAGES}
+    for channel in expected:
+        inbox = inboxes[channel.slug]
+        assert (inbox.kind, inbox.name) == (channel.kind, channel.name)
+        if channel.kind not in pw.BUILDERS:
+            assert not InboundEvent.objects.filter(inbox=inbox).exists()
+            continue
+        assert f"{settings.SITE_URL}/webhooks/{inbox.kind}/{inbox.uuid}/" in first
+        # its fixed demo secret, so bench/replay_webhooks.py can sign for it
+        assert pw.inbox_secret(inbox) in pw.DEMO_SECRETS.values()
+        # two signed webhooks, stored raw and processed
+        events = InboundEvent.objects.filter(inbox=inbox)
+        assert list(events.values_list("status", flat=True)) == [InboundEventStatus.PROCESSED] * 2
+        if channel.kind != "twilio_voice":
+            received = Message.objects.filter(ticket__inbox=inbox, direction=Direction.INBOUND)
+            assert set(received.values_list("text", flat=True)) == texts
+            assert Ticket.objects.filter(inbox=inbox).count() == 2
+            assert set(Ticket.objects.filter(inbox=inbox).values_list("channel", flat=True)) == {channel.kind}
+    if expected:
+        assert f"Demo channels: {len(expected)} inboxes" in first
+    # and a rerun creates nothing
+    counts = row_counts()
+    second = seed()
+    assert row_counts() == counts
+    assert "Demo channels" not in second

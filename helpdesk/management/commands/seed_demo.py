@@ -24,6 +24,14 @@ again to the printed ones). The email inbox is seeded on its own when it is miss
 (also on an install seeded before it existed); its mails are deduplicated by Message-ID
 like any redelivered mail, so a rerun stores and creates nothing.
 
+The messaging channels (SMS, WhatsApp via Twilio, WhatsApp Cloud, Messenger, Instagram,
+Telegram, Voice, Web form) get one inbox each, for every kind whose adapter is registered, with
+fixed demo credentials (bench/provider_webhooks.py DEMO_VALUES: the demo's webhooks can then be
+signed from outside, see bench/replay_webhooks.py). Each webhook channel gets two conversations
+from realistic provider payloads, signed as the provider signs them and pushed in-process
+through the real spine (`do_receive_webhook`, then processing): nothing goes over the network
+and no media is fetched. Each channel inbox is seeded once, when its slug is missing.
+
 Deliveries: each demo reply is history, so it is marked sent through the delivery state
 machine (`do_record_delivery_status`, the same step a successful send takes,
 with its DeliveryChanged event) inside the seeding transaction. The `deliver` tasks that
@@ -92,6 +100,40 @@ DEMO_EMAIL_ADDRESS = "support@example.com"
 DEMO_CHAT_INBOX_SLUG = "demo-website-chat"
 DEMO_CHAT_INBOX_NAME = "Website chat"
 DEMO_CHAT_PATH = "/widget/v1/demo/"
+
+
+@dataclass(frozen=True)
+class DemoChannel:
+    kind: str
+    name: str
+    slug: str
+    # Settings beyond the demo credentials (bench/provider_webhooks.py demo_inbox_values).
+    values: tuple[tuple[str, str], ...] = ()
+
+
+# One inbox per messaging channel (seeded only when the kind's adapter is registered).
+DEMO_CHANNELS = (
+    DemoChannel("twilio_sms", "SMS", "demo-sms"),
+    DemoChannel("twilio_whatsapp", "WhatsApp (Twilio)", "demo-whatsapp-twilio"),
+    DemoChannel("whatsapp", "WhatsApp", "demo-whatsapp-cloud"),
+    DemoChannel("messenger", "Messenger", "demo-messenger"),
+    DemoChannel("instagram", "Instagram", "demo-instagram"),
+    DemoChannel("telegram", "Telegram", "demo-telegram"),
+    DemoChannel("twilio_voice", "Voice", "demo-voice"),
+    # Customers' form posts on the help center; agents answer by email through the demo email inbox.
+    DemoChannel(
+        "web_form",
+        "Web form",
+        "demo-web-form",
+        (("reply_email_inbox", DEMO_EMAIL_INBOX_SLUG), ("title", "Contact support")),
+    ),
+)
+DEMO_CHANNEL_SLUGS = tuple(c.slug for c in DEMO_CHANNELS)
+# The two demo conversations of each webhook channel: (sender index in SENDERS, text).
+DEMO_CHANNEL_MESSAGES = (
+    (0, "Hi! My order #4471 hasn't arrived yet, can you check?"),
+    (1, "Dobrý den, chtěla bych změnit doručovací adresu u objednávky #4480."),
+)
 
 
 # --- staff ----------------------------------------------------------------------------------
@@ -934,6 +976,19 @@ _TIMESTAMPS: dict[type[Model], tuple[str, ...]] = {
 }
 
 
+def _provider_webhooks() -> Any:
+    """bench/provider_webhooks.py: the demo's payload builders and signers (shared with the
+    replay script and the load test)."""
+    import sys
+
+    try:
+        from bench import provider_webhooks
+    except ImportError:  # run from elsewhere than the repository root
+        sys.path.insert(0, str(settings.BASE_DIR))
+        from bench import provider_webhooks
+    return provider_webhooks
+
+
 def _backdate(since: datetime, when: datetime) -> None:
     """Move every timestamp written at or after `since` (real time) to `when` (demo time).
 
@@ -961,6 +1016,7 @@ class Command(BaseCommand):
                 counts = self._seed(users)
             mails = self._seed_email(users)
             chats = self._seed_chat(users)
+            channels = self._seed_channels(users)
             shortcuts = self._seed_shortcuts(users)
             # The change processor runs after commit: the calendar and SLA policies made now are
             # there when it handles the demo tickets (here, at once), so they get their clocks;
@@ -988,7 +1044,14 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Demo email: {mails} mails received on {DEMO_EMAIL_ADDRESS}."))
         if chats:
             self.stdout.write(self.style.SUCCESS(f"Demo chat: inbox {DEMO_CHAT_INBOX_NAME!r} with {chats} chats."))
-        if not counts and not mails and not chats and not automation:
+        if channels:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo channels: {len(channels)} inboxes ({', '.join(channels)}) with "
+                    f"{sum(channels.values())} webhooks received."
+                )
+            )
+        if not counts and not mails and not chats and not automation and not channels:
             self.stdout.write(f"Demo data already present (inbox {DEMO_INBOX_SLUG!r}); nothing new created.")
         self._print_logins()
 
@@ -1110,7 +1173,7 @@ class Command(BaseCommand):
         from helpdesk.changes import process_ticket_changes
 
         pending = Ticket.objects.filter(
-            inbox__slug__in=[DEMO_INBOX_SLUG, DEMO_EMAIL_INBOX_SLUG, DEMO_CHAT_INBOX_SLUG],
+            inbox__slug__in=[DEMO_INBOX_SLUG, DEMO_EMAIL_INBOX_SLUG, DEMO_CHAT_INBOX_SLUG, *DEMO_CHANNEL_SLUGS],
             changes_seq__lt=F("last_event_seq"),
         )
         # The targets the month of history missed are recorded as breaches, without notifying
@@ -1390,6 +1453,44 @@ class Command(BaseCommand):
             _backdate(since, when)
         return len(DEMO_CHATS)
 
+    def _seed_channels(self, users: dict[str, User]) -> dict[str, int]:
+        """One inbox per registered messaging channel, each with two conversations made from
+        signed provider webhooks through the real spine; returns {inbox name: webhooks stored}
+        for the inboxes created now (empty on a rerun)."""
+        from channels_inbox.actions.receive import do_receive_webhook
+        from channels_inbox.adapters import adapter_kinds, get_adapter
+
+        pw = _provider_webhooks()
+        kinds = set(adapter_kinds())
+        teams = {t.name: t for t in Team.objects.filter(name__in=TEAMS)}
+        created: dict[str, int] = {}
+        for channel in DEMO_CHANNELS:
+            if channel.kind not in kinds or Inbox.objects.filter(slug=channel.slug).exists():
+                continue
+            now = timezone.now()
+            inbox, _secrets = do_create_inbox(
+                kind=channel.kind,
+                name=channel.name,
+                slug=channel.slug,
+                values={**pw.demo_inbox_values(channel.kind, get_adapter(channel.kind)), **dict(channel.values)},
+                team=teams["Support"],
+            )
+            _backdate(now, now - timedelta(days=3))
+            stored = 0
+            if channel.kind in pw.BUILDERS:
+                for n, (who, text) in enumerate(DEMO_CHANNEL_MESSAGES):
+                    when = now - timedelta(days=2 - n, hours=3)
+                    since = timezone.now()
+                    hook = pw.build_message(inbox, settings.SITE_URL, sender=pw.SENDERS[who], text=text)
+                    stored += do_receive_webhook(inbox, hook.webhook_request()).stored
+                    # Processed here, not left to the task queued after commit (which then finds it done).
+                    pending = InboundEvent.objects.filter(inbox=inbox, processed_at__isnull=True).order_by("pk")
+                    for event_id in pending.values_list("pk", flat=True):
+                        do_process_inbound_event(event_id, batch_size=1)
+                    _backdate(since, when)
+            created[channel.name] = stored
+        return created
+
     def _agent_step(
         self, ticket: Ticket, step: Step, users: dict[str, User], teams: dict[str, Team], when: datetime
     ) -> None:
@@ -1439,5 +1540,18 @@ class Command(BaseCommand):
                 f"  Demo chat inbox: {DEMO_CHAT_INBOX_NAME}; embed it on a website (its origin in allowed_origins):",
                 f"    {embed_snippet(chat)}",
             ]
+        channels = list(Inbox.objects.filter(slug__in=DEMO_CHANNEL_SLUGS).order_by("pk"))
+        if channels:
+            lines.append("  Demo channel inboxes (fixed demo credentials: DEMO_VALUES in bench/provider_webhooks.py):")
+            lines += [
+                f"    {c.name:<18} {settings.SITE_URL}/webhooks/{c.kind}/{c.uuid}/"
+                if c.adapter.accepts_webhooks
+                else f"    {c.name:<18} (no provider webhook: see docs/channels.md)"
+                for c in channels
+            ]
+            lines.append(
+                f"  Replay a conversation per channel into this server: .venv/bin/python bench/replay_webhooks.py"
+                f" --url {settings.SITE_URL}"
+            )
         lines.append("")
         self.stdout.write("\n".join(lines))
