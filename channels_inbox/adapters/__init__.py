@@ -12,6 +12,11 @@ def register(adapter_cls: type[ChannelAdapter]) -> type[ChannelAdapter]:
     return adapter_cls
 
 
+def unregister(kind: str) -> None:
+    """Remove an adapter (tests that register one of their own take it away again)."""
+    _REGISTRY.pop(kind, None)
+
+
 def get_adapter(kind: str) -> ChannelAdapter:
     try:
         return _REGISTRY[kind]
@@ -27,7 +32,9 @@ from channels_inbox.adapters import (  # noqa: E402,F401  (registers the built-i
     api,
     chat,
     email,
+    meta,
     telegram,
     twilio,
+    twilio_voice,
     web_form,
 )

@@ -505,7 +505,8 @@ def _errors(data: Any, **kwargs: Any) -> list[str]:
         ),
         (
             {"all": [_c("channel", "is", "pigeon")]},
-            "Condition 1 (channel): 'pigeon' is not a channel; use api, chat or email.",
+            "Condition 1 (channel): 'pigeon' is not a channel; use api, chat, email, instagram, messenger, "
+            "telegram, twilio_sms, twilio_voice, twilio_whatsapp, web_form or whatsapp.",
         ),
         ({"all": "status is open"}, "\"all\" is a list of conditions, not 'status is open'."),
         ({"every": []}, '\'every\' is not a part of conditions; use "all" and "any".'),
