@@ -4,6 +4,7 @@ name is `desk:settings_…`). docs/settings.md describes each screen."""
 from django.urls import path, re_path
 
 from helpdesk.views import settings_calendars as calendars
+from helpdesk.views import settings_inboxes as inboxes
 from helpdesk.views import settings_index as index
 from helpdesk.views import settings_macros as macros
 from helpdesk.views import settings_routing as routing
@@ -48,4 +49,9 @@ urlpatterns = [
     path("canned/new/", macros.canned_form, name="settings_canned_new"),
     path("canned/<int:canned_id>/", macros.canned_form, name="settings_canned_edit"),
     path("canned/<int:canned_id>/delete/", macros.canned_delete, name="settings_canned_delete"),
+    # Inboxes (channels)
+    path("inboxes/", inboxes.inbox_list, name="settings_inboxes"),
+    path("inboxes/new/", inboxes.inbox_new, name="settings_inbox_new"),
+    path("inboxes/<int:inbox_id>/", inboxes.inbox_edit, name="settings_inbox"),
+    path("inboxes/<int:inbox_id>/telegram/", inboxes.inbox_telegram, name="settings_inbox_telegram"),
 ]

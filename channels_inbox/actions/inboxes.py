@@ -95,3 +95,49 @@ def do_rotate_inbox_secret(inbox: Inbox, *, name: str, actor: User | None = None
         locked.save(update_fields=["secrets"])
     inbox.secrets = locked.secrets
     return new
+
+
+def do_update_inbox(
+    inbox: Inbox,
+    *,
+    name: str,
+    values: dict[str, Any],
+    secrets: dict[str, str],
+    team: Team | None,
+    is_active: bool,
+    actor: User | None = None,
+) -> Inbox:
+    """Change an inbox's name, team, active flag and settings (the settings screen's edit).
+
+    `values` are the plain settings (merged over the stored ones, then adapter.clean_settings);
+    `secrets` replace a stored secret only where a new non-blank value is given (the form never
+    shows a secret, so blank means "keep"). Raises ValueError when the settings are not valid.
+    """
+    adapter = inbox.adapter
+    name = name.strip()
+    if not name:
+        raise ValueError("name: give the inbox a name")
+    if len(name) > 100:
+        raise ValueError("name: at most 100 characters")
+    allowed = set(adapter.secret_settings)
+    unknown = sorted(set(secrets) - allowed)
+    if unknown:
+        raise ValueError(f"unknown secret settings for {inbox.kind}: {', '.join(unknown)}")
+    given = {k: str(v) for k, v in secrets.items() if str(v).strip()}
+    plain = {k: v for k, v in values.items() if k not in allowed}
+    with transaction.atomic():
+        locked = Inbox.objects.select_for_update().get(pk=inbox.pk)
+        merged = adapter.clean_settings({**locked.settings, **plain})
+        new_secrets = {**locked.secrets, **given}
+        missing = [n for n in adapter.required_secrets if not str(new_secrets.get(n, "")).strip()]
+        if missing:
+            raise ValueError(f"missing settings for {inbox.kind}: {', '.join(missing)}")
+        locked.name = name
+        locked.settings = merged
+        locked.secrets = new_secrets
+        locked.team = team
+        locked.is_active = is_active
+        locked.save(update_fields=["name", "settings", "secrets", "team", "is_active"])
+    inbox.name, inbox.settings, inbox.secrets = locked.name, locked.settings, locked.secrets
+    inbox.team, inbox.is_active = locked.team, locked.is_active
+    return inbox

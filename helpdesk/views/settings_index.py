@@ -41,6 +41,13 @@ AREAS = [
         "Rules that run every hour over the tickets they select.",
         True,
     ),
+    (
+        "inboxes",
+        "desk:settings_inboxes",
+        "Inboxes",
+        "The channels customers write to: settings, secrets, webhook URLs.",
+        True,
+    ),
     ("macros", "desk:settings_macros", "Macros", "Sets of changes agents apply to a ticket in one go.", False),
     ("canned", "desk:settings_canned", "Canned responses", "Reply texts agents insert into the composer.", False),
 ]
