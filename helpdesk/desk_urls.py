@@ -1,7 +1,19 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from helpdesk.views import bulk, canned, chats, customers, desk, lists, macros, notifications, search, ticket_fields
+from helpdesk.views import (
+    bulk,
+    calls,
+    canned,
+    chats,
+    customers,
+    desk,
+    lists,
+    macros,
+    notifications,
+    search,
+    ticket_fields,
+)
 from helpdesk.views import password_reset as reset
 from helpdesk.views.presence import set_presence
 
@@ -30,10 +42,12 @@ urlpatterns = [
     path("tickets/<int:number>/followup/", ticket_fields.ticket_followup, name="ticket_followup"),
     path("tickets/<int:number>/canned/<int:canned_id>/", canned.canned_text, name="ticket_canned"),
     path("tickets/<int:number>/macro/", macros.ticket_macro, name="ticket_macro"),
+    path("tickets/<int:number>/calls/log/", calls.ticket_log_call, name="ticket_log_call"),
     path("deliveries/<int:delivery_id>/retry/", desk.delivery_retry, name="delivery_retry"),
     path("attachments/<int:attachment_id>/", desk.attachment_download, name="attachment"),
     path("messages/<int:message_id>/html/", desk.message_html, name="message_html"),
     path("messages/<int:message_id>/raw/", desk.message_raw, name="message_raw"),
+    path("messages/<int:message_id>/event/", calls.message_event_raw, name="message_event_raw"),
     path("held/", desk.held_events, name="held_events"),
     path("search/", search.search_page, name="search"),
     path("customers/<int:customer_id>/edit/", customers.customer_edit, name="customer_edit"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -15,6 +15,7 @@ from helpdesk.models import DeliveryStatus, Direction, Message, Ticket, TicketSt
 from helpdesk.permissions import ticket_policy
 
 if TYPE_CHECKING:
+    from channels_inbox.adapters.base import ReplyWindow
     from channels_inbox.models import Inbox
     from customers.models import Identity
     from helpdesk.composer import OutgoingFile
@@ -23,6 +24,81 @@ if TYPE_CHECKING:
 
 class NoRecipient(ValueError):
     """The customer has no address on the chosen channel."""
+
+
+class ReplyWindowClosed(NoRecipient):
+    """The channel's customer-service window is closed: only one of its options (an approved
+    template, a message tag) may go out, and none valid was chosen. `reason` is the adapter's
+    explanation (ReplyWindow.reason)."""
+
+    def __init__(self, reason: str, problem: str = "") -> None:
+        self.reason = reason or "the channel does not allow a free-form reply now"
+        super().__init__(f"{self.reason} {problem}".strip())
+
+
+# The longest template parameter a provider takes (WhatsApp: 1,024 characters for a body one).
+MAX_TEMPLATE_PARAM_CHARS = 1024
+
+
+def window_metadata(window: ReplyWindow | None, template: dict[str, Any] | None, tag: str) -> dict[str, Any]:
+    """The metadata a reply carries for the window option it chose ({} for free-form), or
+    ReplyWindowClosed / ValueError when the choice is not allowed now.
+
+    Free-form: allowed when there is no window (None) or it is open. An option (template by
+    name with exactly its number of parameters, or tag by name) only when the window lists it."""
+    if template is None and not tag:
+        if window is not None and not window.open:
+            raise ReplyWindowClosed(window.reason)
+        return {}
+    if template is not None and tag:
+        raise ValueError("choose a template or a tag, not both")
+    closed = window is not None and not window.open
+
+    def refuse(problem: str) -> Exception:
+        return ReplyWindowClosed(window.reason, problem) if closed and window else ValueError(problem)
+
+    options = window.options if window is not None else ()
+    if tag:
+        if not any(o.kind == "tag" and o.name == tag for o in options):
+            raise refuse(f"The tag {tag[:40]!r} is not available on this channel.")
+        return {"tag": tag}
+    assert template is not None
+    name = str(template.get("name") or "")
+    language = str(template.get("language") or "")
+    option = next(
+        (o for o in options if o.kind == "template" and o.name == name and (not language or o.language == language)),
+        None,
+    )
+    if option is None:
+        raise refuse(f"The template {name[:60]!r} is not available on this channel.")
+    params = template.get("params") or []
+    if not isinstance(params, list | tuple) or not all(isinstance(p, str) for p in params):
+        raise ValueError("template parameters must be texts")
+    values = [p.strip() for p in params]
+    if len(values) != option.params:
+        raise refuse(f"The template {name!r} takes {option.params} parameter(s), not {len(values)}.")
+    for index, value in enumerate(values, start=1):
+        if not value:
+            raise refuse(f"Fill in parameter {{{{{index}}}}} of the template {name!r}.")
+        if len(value) > MAX_TEMPLATE_PARAM_CHARS:
+            raise ValueError(f"Parameter {{{{{index}}}}} is longer than {MAX_TEMPLATE_PARAM_CHARS} characters.")
+    return {"template": {"name": option.name, "language": option.language, "params": values}}
+
+
+def fill_template(body: str, params: Sequence[str]) -> str:
+    """A template's body with {{1}}, {{2}}... replaced by the parameters (the composer's preview
+    and the text stored for a template reply)."""
+    for index, value in enumerate(params, start=1):
+        body = body.replace(f"{{{{{index}}}}}", value)
+    return body
+
+
+def reply_window_for(inbox: Inbox, ticket: Ticket) -> ReplyWindow | None:
+    """The inbox's window for the ticket's customer (None: the channel has none, or no adapter)."""
+    try:
+        return cast("ReplyWindow | None", inbox.adapter.reply_window(inbox, ticket))
+    except (LookupError, NotImplementedError):
+        return None
 
 
 def do_reply(
@@ -34,6 +110,8 @@ def do_reply(
     inbox: Inbox | None = None,
     identity: Identity | None = None,
     attachments: Sequence[OutgoingFile] = (),
+    template: dict[str, Any] | None = None,
+    tag: str = "",
 ) -> Message:
     """A public reply: the message, its files and its delivery (outbox) in one transaction;
     sent after commit.
@@ -41,6 +119,12 @@ def do_reply(
     With `identity` (one of the ticket customer's), the reply goes to that address through
     `inbox` (default: the ticket's), which must be active and able to reach it; without, to
     the first address of the customer the inbox can reach.
+
+    Where the inbox's channel has a customer-service window (`adapter.reply_window`) and it is
+    closed, a free-form reply raises ReplyWindowClosed; `template` ({"name", "language",
+    "params": [...]}) or `tag` must then be one of the window's options, and is stored in
+    the message's metadata for the adapter's `send`. A template reply's text defaults to the
+    template's body with its parameters filled in.
     """
     from channels_inbox.adapters.base import IdentityRef
     from channels_inbox.models import OutboundDelivery
@@ -49,12 +133,12 @@ def do_reply(
 
     if not ticket_policy.can_reply(actor, ticket):
         raise PermissionDenied("you may not reply on this ticket")
-    if not text.strip() and not html.strip():
-        raise ValueError("a reply needs text")
     from helpdesk.composer import check_files, reaches
 
-    check_files(attachments)
     inbox = inbox or ticket.inbox
+    if template is None and not text.strip() and not html.strip():
+        raise ValueError("a reply needs text")
+    check_files(attachments)
     if identity is not None:
         if identity.customer_id != ticket.customer_id:
             raise NoRecipient("that address is not one of this ticket's customer")
@@ -68,6 +152,14 @@ def do_reply(
         recipient = inbox.adapter.recipient_for(inbox, identities)
         if not recipient:
             raise NoRecipient(f"the customer has no address on {inbox.name}")
+    window = reply_window_for(inbox, ticket)
+    option = window_metadata(window, template, tag)
+    if "template" in option and not text.strip():
+        assert window is not None
+        chosen = next(o for o in window.options if o.kind == "template" and o.name == option["template"]["name"])
+        text = fill_template(chosen.body, option["template"]["params"]) or f"[template {chosen.name}]"
+    metadata: dict[str, Any] = {"reply_identity": {"id": identity.pk, "kind": identity.kind}} if identity else {}
+    metadata.update(option)
     with transaction.atomic():
         ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
         now = timezone.now()
@@ -80,8 +172,9 @@ def do_reply(
             text=text,
             html=sanitize_html(html),
             delivery_status=DeliveryStatus.QUEUED,
-            # The address the agent chose to answer on (none chosen: the inbox's default).
-            metadata={"reply_identity": {"id": identity.pk, "kind": identity.kind}} if identity else {},
+            # The address the agent chose to answer on (none chosen: the inbox's default), and
+            # the window option (template or tag) when the agent chose one.
+            metadata=metadata,
         )
         _store_files(message, attachments)
         delivery = OutboundDelivery.objects.create(

@@ -51,7 +51,9 @@ LIST_QUERIES = 8
 # the canned responses the agent may insert, the customer's other tickets (one window query),
 # the active inboxes a reply may go out through (the composer's channel choice),
 # the macros the agent may apply (the macro picker, templates/desk/_macros.html).
-DETAIL_QUERIES = 18
+# the ticket's calls and its channel events (calls, edits, reactions: helpdesk/views/calls.py
+# channel_timeline).
+DETAIL_QUERIES = 20
 
 
 def numbers(resp: Any) -> list[int]:

@@ -62,7 +62,9 @@ REPLY_TEXT = (
 # the assignable agents, the ticket's tags, the teams, the canned responses the agent may insert,
 # the customer's other tickets (one window query), the active inboxes a reply may go out through,
 # the macros the agent may apply (the macro picker).
-EMAIL_DETAIL_QUERIES = 19
+# the ticket's calls and its channel events (calls, edits, reactions: helpdesk/views/calls.py
+# channel_timeline).
+EMAIL_DETAIL_QUERIES = 21
 
 
 @pytest.fixture

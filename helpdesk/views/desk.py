@@ -23,7 +23,7 @@ from channels_inbox.actions.delivery import do_retry_delivery
 from channels_inbox.actions.review import do_discard_held_events, do_release_held_events
 from channels_inbox.models import OutboundDelivery
 from helpdesk.actions.notifications import do_mark_ticket_notifications_read
-from helpdesk.actions.replies import NoRecipient, do_add_note, do_reply
+from helpdesk.actions.replies import NoRecipient, ReplyWindowClosed, do_add_note, do_reply
 from helpdesk.actions.tickets import do_assign_ticket, do_change_status
 from helpdesk.canned import placeholder_values, render_canned
 from helpdesk.composer import (
@@ -89,15 +89,20 @@ def _composer_context(ticket: Ticket, timeline: list[Any], identities: list[Any]
     """The composer's reply channels: every (active inbox, identity) pair that can be answered
     on, and the selected one (the posted choice when re-rendering a draft, else the default).
     The identities are the side panel's and the timeline the page's: one query, the inboxes."""
+    from helpdesk.views.calls import composer_windows
+
     targets = reply_targets(active_inboxes(), identities)
     if not any(t.value == chosen for t in targets):
         default = default_target(targets, ticket, timeline)
         chosen = default.value if default else ""
-    return {"reply_targets": targets, "reply_target": chosen}
+    choices, windows = composer_windows(ticket, targets, chosen)
+    return {"reply_targets": targets, "reply_target": chosen, "reply_choices": choices, "reply_windows": windows}
 
 
 def _ticket_page(request: HttpRequest, ticket: Ticket, *, status: int = 200, **extra: Any) -> HttpResponse:
-    timeline = ticket_timeline(ticket)
+    from helpdesk.views.calls import channel_timeline
+
+    timeline = channel_timeline(ticket, ticket_timeline(ticket))
     side = _side_context(request.user, ticket)
     can_reply = ticket_policy.can_reply(request.user, ticket)
     context = {
@@ -130,8 +135,11 @@ def ticket_detail(request: HttpRequest, number: int) -> HttpResponse:
 
 @staff_required
 def ticket_timeline_fragment(request: HttpRequest, number: int) -> HttpResponse:
+    from helpdesk.views.calls import channel_timeline
+
     ticket = access_ticket(request.user, number)
-    return render(request, "desk/_timeline_fragment.html", {"ticket": ticket, "timeline": ticket_timeline(ticket)})
+    timeline = channel_timeline(ticket, ticket_timeline(ticket))
+    return render(request, "desk/_timeline_fragment.html", {"ticket": ticket, "timeline": timeline})
 
 
 def _back(number: int) -> HttpResponseRedirect:
@@ -235,11 +243,37 @@ def _ticket_reply(request: HttpRequest, number: int) -> HttpResponse:
 
             flash_mention_report(request, written)  # which @mentions notified nobody, and why
         else:
+            from helpdesk.views.calls import posted_window_option
+
             inbox, identity = parse_target(target, ticket) if target else (None, None)
-            do_reply(ticket, actor=request.user, text=text, inbox=inbox, identity=identity, attachments=files)  # type: ignore[arg-type]
+            template, tag = posted_window_option(request, inbox or ticket.inbox)
+            do_reply(
+                ticket,
+                actor=request.user,  # type: ignore[arg-type]
+                text=text,
+                inbox=inbox,
+                identity=identity,
+                attachments=files,
+                template=template,
+                tag=tag,
+            )
             if status and status != ticket.status:
                 do_change_status(ticket, status=status, actor=request.user)  # type: ignore[arg-type]
     except (ValueError, NoRecipient) as exc:
+        if isinstance(exc, ReplyWindowClosed):
+            # The channel's window is closed: the draft comes back with the reason and the
+            # window's options (a template or a tag) to choose from, or another channel.
+            messages.error(request, f"Not sent: {exc}")
+            return _ticket_page(
+                request,
+                ticket,
+                status=409,
+                draft=text,
+                draft_mode=request.POST.get("mode"),
+                draft_target=target[:40],
+                dropped_files=[str(u.name)[:200] for u in uploads],
+                window_error=str(exc),
+            )
         if not text.strip() or not (target or uploads or isinstance(exc, InvalidUpload)):
             messages.error(request, str(exc))
             return _back(number)
