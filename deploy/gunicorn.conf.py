@@ -16,7 +16,12 @@ bind = [os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")]
 # Sync workers: sync Django measured ~7x faster under gunicorn's sync workers than under an
 # ASGI server on the same machine (docs/deployment.md). One request per worker at a time, so
 # each worker needs one database connection (kept warm by psycopg's pool).
-worker_class = "sync"
+# Threads, not the sync worker: a sync worker is held by one connection until it has sent its
+# whole request (and gunicorn's 30 s timeout kills it when a client opens a connection and
+# sends nothing), so a burst of provider webhooks on many connections stalls every worker.
+# A gthread worker reads connections as they become ready and answers keep-alive requests.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Switchboard's production processes on one host, against an existing PostgreSQL and Redis:
 #
-#   web     gunicorn (WSGI, sync workers)  http://127.0.0.1:${WEB_PORT:-8000}   all HTTP
+#   web     gunicorn (WSGI, threaded workers)  http://127.0.0.1:${WEB_PORT:-8000}   all HTTP
 #   ws      uvicorn (ASGI)                 http://127.0.0.1:${WS_PORT:-8001}    websockets under /ws/
 #   worker  celery worker
 #   beat    celery beat (exactly one per deployment), schedule under ${SWITCHBOARD_DATA_DIR:-.data}
