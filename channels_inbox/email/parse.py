@@ -258,7 +258,9 @@ _ID = re.compile(r"<([^<>\s]{1,250})>")
 
 
 def _q_bytes(text: str) -> bytes:
-    raw = text.replace("_", " ").encode("ascii", "surrogateescape")
+    # A Q-word is ASCII, but a broken one may hold anything (an 8-bit byte kept as a surrogate,
+    # a replacement character from an inner message's header): kept as its UTF-8 bytes.
+    raw = text.replace("_", " ").encode("utf-8", "surrogateescape")
     return quopri.decodestring(raw, header=False)
 
 

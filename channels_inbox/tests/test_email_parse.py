@@ -205,6 +205,21 @@ def test_8bit_header_without_encoding_is_read_as_utf8_or_windows_1252() -> None:
     assert "\x00" not in mail.text
 
 
+def test_an_8bit_byte_inside_an_inner_messages_encoded_word_is_kept_not_fatal() -> None:
+    # given: a forwarded message/rfc822 whose Subject's Q-word got a raw 8-bit byte
+    raw = (
+        b"From: Jana <jana@customer.test>\nTo: support@example.com\nSubject: Fwd\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="FW"\n\n--FW\nContent-Type: text/plain\n\nSee below.\n'
+        b"--FW\nContent-Type: message/rfc822\n\nFrom: A <a@elsewhere.test>\n"
+        b"Subject: =?utf-8?Q?Broken_\x80order?=\n\nMy order arrived broken.\n--FW--\n"
+    )
+    # when
+    mail = parse_email(raw)
+    # then: the mail is read whole; the broken word decodes as far as it can
+    assert mail.error == ""
+    assert "See below." in mail.text
+
+
 def test_shift_jis_subject_uses_the_windows_superset() -> None:
     # when
     mail = corpus("charset_shift_jis.eml")
